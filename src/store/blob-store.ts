@@ -1,0 +1,99 @@
+/**
+ * BlobStore: named, immutable byte objects. The only thing the repository layer
+ * knows about where bytes live.
+ *
+ * Every backend (fs, s3, and every decorator wrapping one) guarantees:
+ *
+ * - Names are relative, '/'-separated paths of [A-Za-z0-9._-] segments
+ *   (`data/3f/3f9a...`). A backend may map them to keys or files, but `list`
+ *   returns them exactly as they were put.
+ * - put is atomic: a reader sees either no object or the whole object, never a
+ *   prefix of it, even when the writer crashes mid-put. A put that returned has
+ *   made the object durable (fsync / a 200 from the server).
+ * - put with `ifNotExists` fails with BlobExistsError when the name is taken, and
+ *   two such puts racing for one name cannot both succeed (where the backend can
+ *   promise it; `capabilities.conditionalPut` says whether it can).
+ *   Without `ifNotExists`, put overwrites; callers only overwrite with identical
+ *   content (content-addressed names), so last-writer-wins is harmless.
+ * - read-after-write: once put returned, get/head/list in this or any other
+ *   process see the object.
+ * - get returns exactly the bytes put, or the requested range of them; a range
+ *   that runs past the end is an error (BlobRangeError), never a short read.
+ *   A missing object is BlobNotFoundError.
+ * - list(prefix) yields every object whose name starts with prefix, each once,
+ *   in no particular order, with its size. Incomplete uploads are never listed.
+ * - delete of a missing object succeeds (idempotent).
+ *
+ * Errors that a user can act on carry a message that says what to do.
+ */
+export interface BlobStore {
+  /** Human-readable location, for messages: `/srv/repo`, `s3://bucket/prefix`. */
+  readonly location: string;
+  readonly capabilities: StoreCapabilities;
+
+  put(name: string, data: Uint8Array, options?: PutOptions): Promise<void>;
+  get(name: string, range?: ByteRange): Promise<Buffer>;
+  head(name: string): Promise<BlobInfo | null>;
+  list(prefix: string): AsyncIterable<BlobInfo>;
+  delete(name: string): Promise<void>;
+  /** Releases connections and handles. The store is unusable afterwards. */
+  close(): Promise<void>;
+}
+
+export interface StoreCapabilities {
+  /** put({ifNotExists}) is atomic against concurrent writers of the same name. */
+  conditionalPut: boolean;
+}
+
+export interface PutOptions {
+  ifNotExists?: boolean;
+  /** What the object holds, so a backend may pick a storage class for it. */
+  kind?: BlobKind;
+}
+
+/** Data packs may live in a colder storage class than everything else. */
+export type BlobKind = 'data' | 'metadata';
+
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+export interface BlobInfo {
+  name: string;
+  size: number;
+}
+
+export class BlobNotFoundError extends Error {
+  readonly code = 'BLOB_NOT_FOUND';
+  constructor(readonly blobName: string, location: string) {
+    super(`object ${blobName} not found in ${location}`);
+  }
+}
+
+export class BlobExistsError extends Error {
+  readonly code = 'BLOB_EXISTS';
+  constructor(readonly blobName: string, location: string) {
+    super(`object ${blobName} already exists in ${location}`);
+  }
+}
+
+export class BlobRangeError extends Error {
+  readonly code = 'BLOB_RANGE';
+  constructor(readonly blobName: string, range: ByteRange, size: number) {
+    super(`range ${range.offset}+${range.length} is past the end of ${blobName} (${size} bytes)`);
+  }
+}
+
+const NAME_RE = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
+
+/** Throws when a name breaks the naming rule above; backends call it on every entry point. */
+export function checkBlobName(name: string): void {
+  if (!NAME_RE.test(name) || name.split('/').some((s) => s === '.' || s === '..' || s.startsWith('.tmp-'))) {
+    throw new Error(`invalid object name: ${JSON.stringify(name)}`);
+  }
+}
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof BlobNotFoundError || (err as { code?: string })?.code === 'BLOB_NOT_FOUND';
+}
