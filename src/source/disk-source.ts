@@ -29,14 +29,16 @@ export interface SourceDisk {
 
   /**
    * Which byte ranges to read. `since` is the token the parent snapshot recorded for
-   * this disk (undefined on a first backup).
+   * this disk (undefined on a first backup, or when the parent has none); `hasParent`
+   * says whether a parent disk of the same capacity exists at all (a file source
+   * with a change list needs it: its change lists carry no token).
    * - kind 'changed': only these ranges may differ from the parent; everything else is
    *   the parent's content.
    * - kind 'allocated': the disk's content is these ranges; everything else reads as
    *   zeros. Used when there is no parent, no token, or the token was refused.
    * Ranges are sorted, non-overlapping, and inside [0, capacity).
    */
-  extents(since: string | undefined): Promise<ExtentPlan>;
+  extents(since: string | undefined, hasParent?: boolean): Promise<ExtentPlan>;
 
   /**
    * Reads exactly `length` bytes at `offset` into `buf` (from its start). Several reads

@@ -1,0 +1,230 @@
+import { Command, Option } from 'commander';
+import { runBackup } from '../engine/backup.js';
+import { restoreDisk } from '../engine/restore.js';
+import { diffSnapshots, repositoryStats } from '../engine/stats.js';
+import { verifyRepository } from '../engine/verify.js';
+import { UserError } from '../repo/errors.js';
+import { SnapshotCatalog } from '../snapshot/snapshot-record.js';
+import { FileSource } from '../source/file-source.js';
+import { formatBytes, globals, initRepo, openRepo, parseIntOption, printJson, storeRequests } from './context.js';
+import { terminalProgress } from './progress.js';
+
+/** An AbortSignal that fires on the first Ctrl-C/SIGTERM; a second one exits at once. */
+export function interruptSignal(): { signal: AbortSignal; dispose: () => void } {
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (ac.signal.aborted) process.exit(130);
+    process.stderr.write(`\npilotlight: ${sig}: stopping; nothing will be committed (press again to quit at once)\n`);
+    ac.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: ac.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+export function registerInit(program: Command): void {
+  program
+    .command('init')
+    .description('create a repository (encrypted unless --no-encryption)')
+    .option('--no-encryption', 'store blobs unencrypted (chunk ids stay keyed)')
+    .addOption(new Option('--compression <codec>', 'default chunk compression').choices(['zstd', 'lz4', 'none']).default('zstd'))
+    .option('--pack-size <MiB>', 'target pack size in MiB', parseIntOption('--pack-size'), 16)
+    .action(async (opts: { encryption: boolean; compression: 'zstd' | 'lz4' | 'none'; packSize: number }, cmd: Command) => {
+      if (opts.packSize < 1 || opts.packSize > 1024) throw new UserError('--pack-size must be between 1 and 1024 MiB');
+      const repo = await initRepo(cmd, { encrypted: opts.encryption, compression: opts.compression, packSize: opts.packSize * 1048576 });
+      try {
+        const out = { repository: repo.location, id: repo.config.id, encryption: repo.config.encryption, compression: repo.config.compression, version: repo.config.version };
+        if (globals(cmd).json) printJson(out);
+        else process.stdout.write(`created repository ${repo.config.id} at ${repo.location} (${repo.config.encryption}, ${repo.config.compression})\n`);
+      } finally {
+        await repo.close();
+      }
+    });
+}
+
+export function registerBackupFile(backup: Command): void {
+  backup
+    .command('file')
+    .description('back up raw disk images or block devices (one per disk, in order)')
+    .argument('<image...>', 'raw image files or block devices')
+    .requiredOption('--vm <name>', 'the VM these disks belong to')
+    .option('--changed-extents <file...>', 'change list per disk ("offset length" lines, bytes), as QueryChangedDiskAreas gives')
+    .option('--full', 'read every byte (ignore holes and change lists)')
+    .option('--parent <snapshot>', "parent snapshot: 'auto' (latest of the vm), 'none', or an id", 'auto')
+    .action(async (images: string[], opts: { vm: string; changedExtents?: string[]; full?: boolean; parent: string }, cmd: Command) => {
+      if (opts.changedExtents && opts.changedExtents.length !== images.length) {
+        throw new UserError(`${images.length} image(s) but ${opts.changedExtents.length} change list(s): give one per image`);
+      }
+      const repo = await openRepo(cmd);
+      const source = await FileSource.open(opts.vm, images, { changedExtents: opts.changedExtents, full: opts.full }).catch(async (e) => {
+        await repo.close();
+        throw e;
+      });
+      const { signal, dispose } = interruptSignal();
+      try {
+        const g = globals(cmd);
+        const report = await runBackup(repo, source, { parent: opts.parent, progress: terminalProgress('backup'), signal, sourceKind: 'file' });
+        const requests = storeRequests(repo);
+        if (g.json) printJson({ ...report, ...(requests ? { requests } : {}) });
+        else {
+          process.stdout.write(
+            `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
+              `scanned ${formatBytes(report.bytesScanned)}, new ${formatBytes(report.bytesNew)} stored as ${formatBytes(report.bytesStored)}, ` +
+              `${report.chunksNew} new / ${report.chunksReused} reused / ${report.chunksZero} zero chunks in ${(report.durationMs / 1000).toFixed(1)} s\n`,
+          );
+          for (const d of report.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
+        }
+      } finally {
+        dispose();
+        await source.close();
+        await repo.close();
+      }
+    });
+}
+
+export function registerSnapshots(program: Command): void {
+  program
+    .command('snapshots')
+    .description('list snapshots, oldest first')
+    .option('--vm <name>', 'only this vm')
+    .action(async (opts: { vm?: string }, cmd: Command) => {
+      const repo = await openRepo(cmd);
+      try {
+        const list = await new SnapshotCatalog(repo).list(opts.vm);
+        if (globals(cmd).json) {
+          printJson(
+            list.map((s) => ({
+              id: s.id,
+              vm: s.vm,
+              time: s.time,
+              parent: s.parent,
+              host: s.host,
+              source: s.source,
+              disks: s.disks.map((d) => ({ name: d.name, capacity: d.capacity, nonZeroBytes: d.nonZeroBytes, changeToken: d.changeToken ?? null, read: d.read })),
+              stats: s.stats,
+            })),
+          );
+        } else {
+          for (const s of list) {
+            process.stdout.write(`${s.id}  ${s.time}  ${s.vm}  ${s.disks.length} disk(s)  ${s.disks.map((d) => formatBytes(d.capacity)).join(', ')}\n`);
+          }
+        }
+      } finally {
+        await repo.close();
+      }
+    });
+}
+
+type RestoreToS3 = (repo: unknown, record: unknown, disk: number, url: string, opts: Record<string, unknown>) => Promise<unknown>;
+
+export function registerRestore(program: Command, restoreToS3?: RestoreToS3): void {
+  program
+    .command('restore')
+    .description('write a point-in-time disk image to a file, block device or s3://BUCKET/KEY')
+    .argument('<snapshot>', "snapshot id (or unique prefix), or 'latest'")
+    .option('--vm <name>', 'the vm (needed with latest)')
+    .option('--disk <n>', 'disk index', parseIntOption('--disk'), 0)
+    .requiredOption('--to <path>', 'target file, block device, or s3://BUCKET/KEY')
+    .option('--since <snapshot>', 'the target already holds this older snapshot: write only what changed')
+    .option('--force', 'overwrite an existing file')
+    .action(async (ref: string, opts: { vm?: string; disk: number; to: string; since?: string; force?: boolean }, cmd: Command) => {
+      const repo = await openRepo(cmd);
+      try {
+        const catalog = new SnapshotCatalog(repo);
+        const record = await catalog.resolve(ref, opts.vm);
+        let report: unknown;
+        if (opts.to.startsWith('s3://')) {
+          if (!restoreToS3) throw new UserError('restore to s3:// is not available in this build');
+          report = await restoreToS3(repo, record, opts.disk, opts.to, { ...globals(cmd), progress: terminalProgress('upload') });
+        } else {
+          const since = opts.since ? await catalog.resolve(opts.since, opts.vm ?? record.vm) : undefined;
+          const r = await restoreDisk(repo, record, opts.disk, opts.to, { force: opts.force, since, progress: terminalProgress('restore') });
+          report = r;
+          if (!globals(cmd).json) {
+            process.stdout.write(
+              `restored ${r.vm} disk ${r.disk} of ${r.snapshot} to ${r.to}: ${formatBytes(r.capacity)}, wrote ${formatBytes(r.bytesWritten)}` +
+                `${r.since ? ` (changes since ${r.since})` : ''} in ${(r.durationMs / 1000).toFixed(1)} s\n`,
+            );
+          }
+        }
+        if (globals(cmd).json) printJson(report);
+      } finally {
+        await repo.close();
+      }
+    });
+}
+
+export function registerDiff(program: Command): void {
+  program
+    .command('diff')
+    .description('chunks and bytes that differ between two snapshots, per disk')
+    .argument('<a>')
+    .argument('<b>')
+    .option('--vm <name>', 'the vm (needed with latest)')
+    .action(async (a: string, b: string, opts: { vm?: string }, cmd: Command) => {
+      const repo = await openRepo(cmd);
+      try {
+        const d = await diffSnapshots(repo, a, b, opts.vm);
+        if (globals(cmd).json) printJson(d);
+        else {
+          process.stdout.write(`${d.a} -> ${d.b}\n`);
+          for (const x of d.disks) process.stdout.write(`  ${x.disk}: ${x.status}, ${x.changedChunks} chunks, ${formatBytes(x.changedBytes)}\n`);
+        }
+      } finally {
+        await repo.close();
+      }
+    });
+}
+
+export function registerStats(program: Command): void {
+  program
+    .command('stats')
+    .description('repository size, dedup and compression ratios')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const repo = await openRepo(cmd);
+      try {
+        const s = await repositoryStats(repo);
+        const requests = storeRequests(repo);
+        if (globals(cmd).json) printJson({ ...s, ...(requests ? { requests } : {}) });
+        else {
+          process.stdout.write(
+            `${s.snapshots} snapshot(s) of ${s.vms} vm(s): ${formatBytes(s.logicalBytes)} protected, ${formatBytes(s.storedBytes)} stored in ${s.objects} objects\n` +
+              `${s.uniqueChunks} unique chunks; dedup ${s.dedupRatio.toFixed(2)}x, compression ${s.compressionRatio.toFixed(2)}x\n`,
+          );
+        }
+      } finally {
+        await repo.close();
+      }
+    });
+}
+
+export function registerVerify(program: Command): void {
+  program
+    .command('verify')
+    .description('check the repository structure; --read-data also reads and re-hashes every blob')
+    .option('--read-data', 'read every pack and verify every blob')
+    .action(async (opts: { readData?: boolean }, cmd: Command) => {
+      const repo = await openRepo(cmd);
+      try {
+        const r = await verifyRepository(repo, { readData: opts.readData });
+        if (globals(cmd).json) printJson(r);
+        else {
+          for (const p of r.problems) process.stdout.write(`problem: ${p}\n`);
+          process.stdout.write(
+            `${r.ok ? 'ok' : 'DAMAGED'}: ${r.snapshots} snapshot(s), ${r.packs} pack(s), ${r.chunksReferenced} chunk references checked` +
+              `${opts.readData ? `, ${r.packsRead} pack(s) read, ${r.blobsChecked} blob(s) verified` : ''}\n`,
+          );
+          if (r.damagedSnapshots.length) process.stdout.write(`damaged snapshots: ${r.damagedSnapshots.join(' ')}\n`);
+        }
+        if (!r.ok) process.exitCode = 3;
+      } finally {
+        await repo.close();
+      }
+    });
+}

@@ -1,0 +1,12 @@
+import { Command } from 'commander';
+
+/**
+ * Commands that live with their own layer (vSphere source, AWS recovery). They are
+ * registered here so main.ts stays a list of what the CLI offers.
+ */
+export async function registerExtensions(
+  _program: Command,
+  _backup: Command,
+): Promise<{ restoreToS3?: (repo: unknown, record: unknown, disk: number, url: string, opts: Record<string, unknown>) => Promise<unknown> }> {
+  return {};
+}

@@ -1,0 +1,66 @@
+import { Command, CommanderError } from 'commander';
+import { IntegrityError, UserError } from '../repo/errors.js';
+import { DataIntegrityError } from '../engine/snapshot-image.js';
+import {
+  registerBackupFile,
+  registerDiff,
+  registerInit,
+  registerRestore,
+  registerSnapshots,
+  registerStats,
+  registerVerify,
+} from './commands.js';
+import { registerExtensions } from './extensions.js';
+
+export async function buildProgram(): Promise<Command> {
+  const program = new Command();
+  program
+    .name('pilotlight')
+    .description('disaster recovery and long retention for virtual machine disks')
+    .option('--repo <location>', 'repository: a directory or s3://BUCKET/PREFIX (env PILOTLIGHT_REPO)')
+    .option('--password-file <file>', 'file holding the repository password (env PILOTLIGHT_PASSWORD)')
+    .option('--s3-endpoint <url>', 'S3-compatible endpoint (env AWS_ENDPOINT_URL_S3)')
+    .option('--storage-class <class>', 'S3 storage class for data packs (STANDARD_IA, GLACIER_IR, ...)')
+    .option('--cache-dir <dir>', 'local cache directory (env PILOTLIGHT_CACHE_DIR)')
+    .option('--json', 'print one JSON document on stdout')
+    .showHelpAfterError()
+    .exitOverride();
+  program.hook('preAction', (_this, action) => {
+    const g = action.optsWithGlobals() as { cacheDir?: string };
+    if (g.cacheDir) process.env.PILOTLIGHT_CACHE_DIR = g.cacheDir;
+  });
+  registerInit(program);
+  const backup = program.command('backup').description('take a snapshot of a VM');
+  registerBackupFile(backup);
+  registerSnapshots(program);
+  const ext = await registerExtensions(program, backup);
+  registerRestore(program, ext.restoreToS3);
+  registerDiff(program);
+  registerStats(program);
+  registerVerify(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = await buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    if (err instanceof UserError) {
+      process.stderr.write(`pilotlight: ${err.message}\n`);
+      process.exitCode = err.exitCode;
+    } else if (err instanceof IntegrityError || err instanceof DataIntegrityError) {
+      process.stderr.write(`pilotlight: DATA INTEGRITY: ${err.message}\n`);
+      process.exitCode = 3;
+    } else {
+      const e = err as Error;
+      process.stderr.write(`pilotlight: ${e?.message ?? e}\n`);
+      if (process.env.PILOTLIGHT_DEBUG) process.stderr.write(`${e?.stack}\n`);
+      process.exitCode = 1;
+    }
+  }
+}

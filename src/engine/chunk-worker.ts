@@ -1,0 +1,80 @@
+/**
+ * Worker thread: the CPU work of backup and restore.
+ *  hash:   keyed BLAKE3 of each chunk of a batch (zero chunks get the zero id);
+ *          the batch buffer stays here until `encode` or `release`.
+ *  encode: compress and seal the chosen chunks of a held batch, then hand the
+ *          buffer back (transferred, not copied) for reuse.
+ *  decode: open, decompress and verify blobs read from packs.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { BlobCodec } from '../repo/blob-codec.js';
+import { Codec, Compression } from '../repo/compression.js';
+import { Sealer } from '../repo/crypto.js';
+import { ID_BYTES } from '../repo/format.js';
+import { createKeyedHasher } from '../repo/hasher.js';
+import type { WorkerReply, WorkerRequest, WorkerSetup } from './worker-pool.js';
+
+const setup = workerData as WorkerSetup;
+const hasher = await createKeyedHasher(setup.idKey);
+const sealer = new Sealer(setup.encryptionKey ? Buffer.from(setup.encryptionKey) : null);
+const codec = new BlobCodec(sealer, new Compression(setup.zstdLevel), hasher);
+const held = new Map<number, { buf: ArrayBuffer; lengths: number[] }>();
+let zero = Buffer.alloc(64 * 1024);
+
+function chunkViews(buf: ArrayBuffer, lengths: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  let o = 0;
+  for (const len of lengths) {
+    out.push(Buffer.from(buf, o, len));
+    o += len;
+  }
+  return out;
+}
+
+function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer[] } {
+  switch (msg.op) {
+    case 'hash': {
+      const chunks = chunkViews(msg.buf, msg.lengths);
+      const ids = Buffer.alloc(chunks.length * ID_BYTES);
+      const isZero: boolean[] = [];
+      chunks.forEach((c, i) => {
+        if (c.length > zero.length) zero = Buffer.alloc(c.length);
+        const z = c.equals(zero.subarray(0, c.length));
+        isZero.push(z);
+        if (!z) hasher.hash(c).copy(ids, i * ID_BYTES);
+      });
+      held.set(msg.seq, { buf: msg.buf, lengths: msg.lengths });
+      return { reply: { op: 'hashed', seq: msg.seq, ids, isZero }, transfer: [] };
+    }
+    case 'encode': {
+      const h = held.get(msg.seq);
+      if (!h) throw new Error(`no batch ${msg.seq} held`);
+      held.delete(msg.seq);
+      const chunks = chunkViews(h.buf, h.lengths);
+      const blobs = msg.which.map((i) => codec.encode(msg.codec as Codec, chunks[i]!));
+      return { reply: { op: 'encoded', seq: msg.seq, blobs, buf: h.buf }, transfer: [h.buf] };
+    }
+    case 'decode': {
+      const plains = msg.items.map((it) => {
+        try {
+          return codec.decode(it.stored, it.id, it.what);
+        } catch (err) {
+          return { error: (err as Error).message };
+        }
+      });
+      return { reply: { op: 'decoded', seq: msg.seq, plains }, transfer: [] };
+    }
+    case 'hashPlain': {
+      return { reply: { op: 'hashedPlain', seq: msg.seq, ids: msg.items.map((d) => hasher.hash(d)) }, transfer: [] };
+    }
+  }
+}
+
+parentPort!.on('message', (msg: WorkerRequest) => {
+  try {
+    const { reply, transfer } = handle(msg);
+    parentPort!.postMessage(reply, transfer);
+  } catch (err) {
+    parentPort!.postMessage({ op: 'error', seq: msg.seq, message: (err as Error).message } satisfies WorkerReply);
+  }
+});

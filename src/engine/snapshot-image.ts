@@ -1,0 +1,200 @@
+import { UserError } from '../repo/errors.js';
+import { ID_BYTES, PAGE_SLOTS, isZeroId, packObjectName } from '../repo/format.js';
+import { IndexEntry } from '../repo/index-file.js';
+import { Repository } from '../repo/repository.js';
+import { ManifestReader, chunkCount } from '../snapshot/manifest.js';
+import { DiskRecord, SnapshotRecord } from '../snapshot/snapshot-record.js';
+import { DiskChunk, DiskImage } from './disk-image.js';
+import { WorkerPool, WorkerReply } from './worker-pool.js';
+
+/** Chunks fetched together: 256 x 64 KiB = 16 MiB of disk. */
+const WINDOW = 256;
+/** Blobs of one pack closer than this are fetched in one ranged GET. */
+const COALESCE_GAP = 256 * 1024;
+/** Ranged GETs in flight. */
+const FETCHES = 4;
+
+export class DataIntegrityError extends Error {
+  constructor(message: string, readonly chunkIds: string[]) {
+    super(message);
+    this.name = 'DataIntegrityError';
+  }
+}
+
+/**
+ * A DiskImage over one disk of a committed snapshot. Reads are grouped by pack
+ * and coalesced into ranged GETs, several in flight, and every chunk is
+ * decrypted, decompressed and verified against its id in worker threads.
+ */
+export class SnapshotImage implements DiskImage {
+  readonly capacity: number;
+  readonly chunkSize: number;
+  private readonly chunks_: number;
+  private readonly reader: ManifestReader;
+  private leavesP: Promise<Buffer[]> | null = null;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly pool: WorkerPool,
+    readonly record: SnapshotRecord,
+    readonly disk: DiskRecord,
+  ) {
+    this.capacity = disk.capacity;
+    this.chunkSize = disk.chunkSize;
+    this.chunks_ = chunkCount(disk.capacity, disk.chunkSize);
+    this.reader = new ManifestReader(repo);
+  }
+
+  get chunkTotal(): number {
+    return this.chunks_;
+  }
+
+  leafIds(): Promise<Buffer[]> {
+    this.leavesP ??= this.reader.leafIds(Buffer.from(this.disk.root, 'hex'), this.chunks_);
+    return this.leavesP;
+  }
+
+  private async leaf(p: number): Promise<Buffer> {
+    return this.reader.leaf((await this.leafIds())[p]!, p, this.chunks_);
+  }
+
+  private length(i: number): number {
+    return Math.min(this.chunkSize, this.capacity - i * this.chunkSize);
+  }
+
+  /** Chunk ids for the given ascending indexes (zero id for holes). */
+  async *ids(only?: AsyncIterable<number> | Iterable<number>): AsyncIterable<{ index: number; id: Buffer }> {
+    let leafNo = -1;
+    let leaf: Buffer | null = null;
+    const all = async function* (n: number) {
+      for (let i = 0; i < n; i++) yield i;
+    };
+    for await (const index of only ?? all(this.chunks_)) {
+      if (index < 0 || index >= this.chunks_) throw new Error(`chunk index ${index} out of range`);
+      const p = Math.floor(index / PAGE_SLOTS);
+      if (p !== leafNo) {
+        leaf = await this.leaf(p);
+        leafNo = p;
+      }
+      const s = (index - p * PAGE_SLOTS) * ID_BYTES;
+      yield { index, id: leaf!.subarray(s, s + ID_BYTES) };
+    }
+  }
+
+  async *chunks(options: { only?: AsyncIterable<number> | Iterable<number> } = {}): AsyncIterable<DiskChunk> {
+    let window: { index: number; id: Buffer }[] = [];
+    let prefetch: Promise<DiskChunk[]> | null = null;
+    for await (const slot of this.ids(options.only)) {
+      window.push(slot);
+      if (window.length >= WINDOW) {
+        const next = this.fetchWindow(window);
+        next.catch(() => {});
+        window = [];
+        if (prefetch) yield* await prefetch;
+        prefetch = next;
+      }
+    }
+    const last = window.length ? this.fetchWindow(window) : null;
+    last?.catch(() => {});
+    if (prefetch) yield* await prefetch;
+    if (last) yield* await last;
+  }
+
+  private async fetchWindow(slots: { index: number; id: Buffer }[]): Promise<DiskChunk[]> {
+    const out: DiskChunk[] = slots.map((s) => ({
+      index: s.index,
+      offset: s.index * this.chunkSize,
+      length: this.length(s.index),
+      data: null,
+    }));
+    const wanted = slots.map((s, k) => ({ k, id: s.id })).filter((s) => !isZeroId(s.id));
+    if (wanted.length === 0) return out;
+    const entries = await (await this.repo.cache()).getMany(wanted.map((w) => w.id));
+    const missing = wanted.filter((_, j) => !entries[j]).map((w) => w.id.toString('hex'));
+    if (missing.length) {
+      throw new DataIntegrityError(
+        `snapshot ${this.record.id} disk ${this.disk.name}: ${missing.length} chunk(s) are not in the index (first ${missing[0]}); run 'pilotlight verify'`,
+        missing,
+      );
+    }
+    const located = wanted.map((w, j) => ({ k: w.k, e: entries[j]! }));
+    located.sort((a, b) => a.e.packId.compare(b.e.packId) || a.e.offset - b.e.offset);
+    const groups: { k: number; e: IndexEntry }[][] = [];
+    for (const l of located) {
+      const g = groups[groups.length - 1];
+      const prev = g?.[g.length - 1]?.e;
+      if (g && prev && prev.packId.equals(l.e.packId) && l.e.offset - (prev.offset + prev.length) <= COALESCE_GAP && l.e.offset >= prev.offset) {
+        g.push(l);
+      } else groups.push([l]);
+    }
+    const queue = groups.slice();
+    const work = async () => {
+      for (let g = queue.shift(); g; g = queue.shift()) await this.fetchGroup(g, out);
+    };
+    await Promise.all(Array.from({ length: Math.min(FETCHES, queue.length) }, work));
+    return out;
+  }
+
+  private async fetchGroup(group: { k: number; e: IndexEntry }[], out: DiskChunk[]): Promise<void> {
+    const first = group[0]!.e;
+    const lastE = group.reduce((m, g) => Math.max(m, g.e.offset + g.e.length), 0);
+    const name = packObjectName(first.type, first.packId.toString('hex'));
+    let bytes: Buffer;
+    try {
+      bytes = await this.repo.store.get(name, { offset: first.offset, length: lastE - first.offset });
+    } catch (err) {
+      throw new DataIntegrityError(
+        `snapshot ${this.record.id}: cannot read pack ${name}: ${(err as Error).message}`,
+        group.map((g) => g.e.id.toString('hex')),
+      );
+    }
+    const items = group.map((g) => ({
+      stored: bytes.subarray(g.e.offset - first.offset, g.e.offset - first.offset + g.e.length),
+      id: g.e.id,
+      what: `chunk ${g.e.id.toString('hex')} in ${name}`,
+    }));
+    const reply = await this.pool.call<Extract<WorkerReply, { op: 'decoded' }>>(this.pool.pick(), {
+      op: 'decode',
+      seq: this.pool.newSeq(),
+      items,
+    });
+    reply.plains.forEach((p, j) => {
+      const g = group[j]!;
+      if ('error' in p) {
+        throw new DataIntegrityError(`snapshot ${this.record.id} disk ${this.disk.name}: ${p.error}`, [g.e.id.toString('hex')]);
+      }
+      const slot = out[g.k]!;
+      if (p.length !== slot.length) {
+        throw new DataIntegrityError(`chunk ${g.e.id.toString('hex')} has ${p.length} bytes, expected ${slot.length}`, [g.e.id.toString('hex')]);
+      }
+      slot.data = Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+    });
+  }
+
+  async *changedChunks(base?: DiskImage): AsyncIterable<number> {
+    const leaves = await this.leafIds();
+    if (base !== undefined && !(base instanceof SnapshotImage)) throw new Error('changedChunks: base must be a snapshot image');
+    if (base && base.capacity !== this.capacity) throw new UserError('the two snapshots\' disks differ in size');
+    const baseLeaves = base ? await base.leafIds() : null;
+    for (let p = 0; p < leaves.length; p++) {
+      if (baseLeaves && leaves[p]!.equals(baseLeaves[p]!)) continue;
+      if (!baseLeaves && isZeroId(leaves[p]!)) continue;
+      const mine = await this.reader.leaf(leaves[p]!, p, this.chunks_);
+      const theirs = baseLeaves ? await this.reader.leaf(baseLeaves[p]!, p, this.chunks_) : null;
+      for (let o = 0; o < mine.length; o += ID_BYTES) {
+        const a = mine.subarray(o, o + ID_BYTES);
+        const changed = theirs ? !a.equals(theirs.subarray(o, o + ID_BYTES)) : !isZeroId(a);
+        if (changed) yield p * PAGE_SLOTS + o / ID_BYTES;
+      }
+    }
+  }
+}
+
+/** Opens disk `diskIndex` of a snapshot for reading. Close the pool when done. */
+export function openDiskImage(repo: Repository, pool: WorkerPool, record: SnapshotRecord, diskIndex: number): SnapshotImage {
+  const disk = record.disks[diskIndex];
+  if (!disk) {
+    throw new UserError(`snapshot ${record.id} has ${record.disks.length} disk(s); there is no disk ${diskIndex}`);
+  }
+  return new SnapshotImage(repo, pool, record, disk);
+}

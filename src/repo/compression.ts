@@ -1,0 +1,92 @@
+import { createRequire } from 'node:module';
+
+/**
+ * Chunk compression. The codec byte is the first plaintext byte of every blob, so
+ * codecs coexist in one repository. A blob is stored raw when compression does not
+ * shrink it.
+ */
+export enum Codec {
+  None = 0,
+  Zstd = 1,
+  Lz4 = 2,
+}
+
+export type CodecName = 'zstd' | 'lz4' | 'none';
+
+export function codecFromName(name: string): Codec {
+  switch (name) {
+    case 'zstd':
+      return Codec.Zstd;
+    case 'lz4':
+      return Codec.Lz4;
+    case 'none':
+      return Codec.None;
+    default:
+      throw new Error(`unknown compression ${JSON.stringify(name)} (expected zstd, lz4 or none)`);
+  }
+}
+
+const require = createRequire(import.meta.url);
+
+interface ZstdModule {
+  Compressor: new () => { setParameters(p: { compressionLevel?: number }): void; compress(b: Uint8Array): Buffer };
+  Decompressor: new () => { decompress(b: Uint8Array): Buffer };
+}
+interface Lz4Module {
+  compressSync(b: Buffer): Buffer;
+  uncompressSync(b: Uint8Array): Buffer;
+}
+
+/** One per thread: holds native compression contexts. */
+export class Compression {
+  private zstdC?: InstanceType<ZstdModule['Compressor']>;
+  private zstdD?: InstanceType<ZstdModule['Decompressor']>;
+  private lz4?: Lz4Module;
+
+  constructor(private readonly zstdLevel = 1) {}
+
+  private zstd(): ZstdModule {
+    return require('zstd-napi') as ZstdModule;
+  }
+
+  private lz4mod(): Lz4Module {
+    return (this.lz4 ??= require('lz4-napi') as Lz4Module);
+  }
+
+  /** Returns the codec actually used (None when compression did not help) and the bytes. */
+  compress(codec: Codec, data: Uint8Array): { codec: Codec; bytes: Uint8Array } {
+    let out: Buffer;
+    switch (codec) {
+      case Codec.None:
+        return { codec, bytes: data };
+      case Codec.Zstd:
+        if (!this.zstdC) {
+          this.zstdC = new (this.zstd().Compressor)();
+          this.zstdC.setParameters({ compressionLevel: this.zstdLevel });
+        }
+        out = this.zstdC.compress(data);
+        break;
+      case Codec.Lz4:
+        out = this.lz4mod().compressSync(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+        break;
+      default:
+        throw new Error(`unknown codec ${codec}`);
+    }
+    if (out.length >= data.length) return { codec: Codec.None, bytes: data };
+    return { codec, bytes: out };
+  }
+
+  decompress(codec: Codec, data: Uint8Array): Uint8Array {
+    switch (codec) {
+      case Codec.None:
+        return data;
+      case Codec.Zstd:
+        this.zstdD ??= new (this.zstd().Decompressor)();
+        return this.zstdD.decompress(data);
+      case Codec.Lz4:
+        return this.lz4mod().uncompressSync(data);
+      default:
+        throw new Error(`unknown codec byte ${codec}`);
+    }
+  }
+}

@@ -1,0 +1,49 @@
+import { createRequire } from 'node:module';
+import { createBLAKE3 } from 'hash-wasm';
+
+/**
+ * Chunk ids: keyed BLAKE3-256 of the plaintext. The native implementation
+ * (@napi-rs/blake-hash, ~5x faster here) is used where it loads; hash-wasm is the
+ * portable fallback. Both produce the same ids (test/repo/hasher.test.ts).
+ */
+export interface KeyedHasher {
+  readonly implementation: 'native' | 'wasm';
+  hash(data: Uint8Array): Buffer;
+}
+
+type NativeBlake3 = {
+  Blake3Hasher: { newKeyed(key: Buffer): { update(d: Uint8Array): unknown; digestBuffer(): Buffer; reset(): void } };
+};
+
+function loadNative(): NativeBlake3 | null {
+  try {
+    return createRequire(import.meta.url)('@napi-rs/blake-hash') as NativeBlake3;
+  } catch {
+    return null;
+  }
+}
+
+export async function createKeyedHasher(key: Uint8Array, prefer: 'native' | 'wasm' = 'native'): Promise<KeyedHasher> {
+  if (key.length !== 32) throw new Error('BLAKE3 key must be 32 bytes');
+  const native = prefer === 'native' && process.env.PILOTLIGHT_HASHER !== 'wasm' ? loadNative() : null;
+  if (native) {
+    const keyBuf = Buffer.from(key);
+    return {
+      implementation: 'native',
+      hash(data: Uint8Array): Buffer {
+        const h = native.Blake3Hasher.newKeyed(keyBuf);
+        h.update(data);
+        return h.digestBuffer();
+      },
+    };
+  }
+  const wasm = await createBLAKE3(256, key);
+  return {
+    implementation: 'wasm',
+    hash(data: Uint8Array): Buffer {
+      wasm.init();
+      wasm.update(data);
+      return Buffer.from(wasm.digest('binary'));
+    },
+  };
+}

@@ -1,0 +1,150 @@
+import { BlobType, ID_BYTES, INDEX_PREFIX, packObjectName } from './format.js';
+import { IndexEntry, encodeIndexPlain } from './index-file.js';
+import { PackEntry, encodeTrailer } from './pack.js';
+import { Repository } from './repository.js';
+
+export interface WriterStats {
+  packsWritten: number;
+  packBytes: number;
+  indexFiles: number;
+}
+
+export interface WriterOptions {
+  /** Pack uploads in flight at once (memory: this many packs, plus one filling per blob type). */
+  maxUploads?: number;
+  /** Write an index file once this many packs are uploaded and not yet indexed. */
+  packsPerIndex?: number;
+}
+
+/**
+ * Appends blobs to packs (one open pack per blob type: disk data and manifest pages
+ * never share a pack), uploads full packs, and writes index files as packs land:
+ * every few packs during a run, and the rest at `finish()`. What a crashed run
+ * uploaded and indexed is reused by the next run; a pack uploaded but not yet
+ * indexed is garbage for prune.
+ *
+ * `has(id)` tells whether a blob is stored or on its way, so one run never stores
+ * a blob twice and never stores one the repository already holds.
+ */
+export class RepoWriter {
+  private readonly open = new Map<BlobType, { parts: Buffer[]; entries: PackEntry[]; size: number }>();
+  /** Ids added by this run and not yet in the local cache: hex -> true. Bounded by unindexed packs. */
+  private readonly pending = new Set<string>();
+  private readonly uploads = new Set<Promise<void>>();
+  private unindexed: IndexEntry[] = [];
+  private unindexedPacks = 0;
+  private indexChain: Promise<void> = Promise.resolve();
+  private failure: unknown = null;
+  readonly stats: WriterStats = { packsWritten: 0, packBytes: 0, indexFiles: 0 };
+  private readonly maxUploads: number;
+  private readonly packsPerIndex: number;
+
+  constructor(private readonly repo: Repository, options: WriterOptions = {}) {
+    this.maxUploads = options.maxUploads ?? 3;
+    this.packsPerIndex = options.packsPerIndex ?? 8;
+  }
+
+  /** Whether the repository holds, or this run is adding, each id. */
+  async knownMany(ids: Buffer[]): Promise<boolean[]> {
+    const cache = await this.repo.cache();
+    const found = await cache.getMany(ids);
+    return ids.map((id, i) => found[i] !== null || this.pending.has(id.toString('hex')));
+  }
+
+  async known(id: Buffer): Promise<boolean> {
+    return (await this.knownMany([id]))[0]!;
+  }
+
+  /** Marks an id as on its way, synchronously, before its blob is encoded; returns false if it already was. */
+  claim(id: Buffer): boolean {
+    const k = id.toString('hex');
+    if (this.pending.has(k)) return false;
+    this.pending.add(k);
+    return true;
+  }
+
+  /**
+   * Adds an encoded blob (already claimed). Resolves when the writer has room for
+   * more: callers that await it get back-pressure from slow uploads.
+   */
+  async add(type: BlobType, id: Buffer, stored: Buffer, rawLength: number): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (id.length !== ID_BYTES) throw new Error('bad id length');
+    let p = this.open.get(type);
+    if (!p) this.open.set(type, (p = { parts: [], entries: [], size: 0 }));
+    p.entries.push({ type, id, offset: p.size, length: stored.length, rawLength });
+    p.parts.push(stored);
+    p.size += stored.length;
+    if (p.size >= this.repo.config.packSize) {
+      this.open.delete(type);
+      await this.startUpload(type, p.parts, p.entries);
+    }
+  }
+
+  private async startUpload(type: BlobType, parts: Buffer[], entries: PackEntry[]): Promise<void> {
+    while (this.uploads.size >= this.maxUploads) await Promise.race(this.uploads);
+    if (this.failure) throw this.failure;
+    parts.push(encodeTrailer(entries, this.repo.sealer));
+    const bytes = Buffer.concat(parts);
+    const packId = this.repo.hasher.hash(bytes);
+    const name = packObjectName(type, packId.toString('hex'));
+    const up = this.repo.store
+      .put(name, bytes, { kind: type === BlobType.Data ? 'data' : 'metadata' })
+      .then(() => {
+        this.stats.packsWritten++;
+        this.stats.packBytes += bytes.length;
+        for (const e of entries) this.unindexed.push({ ...e, packId });
+        this.unindexedPacks++;
+        if (this.unindexedPacks >= this.packsPerIndex) this.queueIndexWrite();
+      })
+      .catch((err) => {
+        this.failure ??= err;
+      })
+      .finally(() => this.uploads.delete(up));
+    this.uploads.add(up);
+  }
+
+  private queueIndexWrite(): void {
+    const entries = this.unindexed;
+    this.unindexed = [];
+    this.unindexedPacks = 0;
+    if (entries.length === 0) return;
+    this.indexChain = this.indexChain.then(async () => {
+      if (this.failure) return;
+      try {
+        const plain = encodeIndexPlain(entries);
+        const name = `${INDEX_PREFIX}${this.repo.hasher.hash(plain).toString('hex')}`;
+        await this.repo.store.put(name, this.repo.sealer.seal([plain]), { kind: 'metadata' });
+        await (await this.repo.cache()).add(name, entries);
+        for (const e of entries) this.pending.delete(e.id.toString('hex'));
+        this.stats.indexFiles++;
+      } catch (err) {
+        this.failure ??= err;
+      }
+    });
+  }
+
+  /** Uploads what is buffered of one blob type (manifest pages before the snapshot record). */
+  async flushType(type: BlobType): Promise<void> {
+    const p = this.open.get(type);
+    if (p && p.entries.length > 0) {
+      this.open.delete(type);
+      await this.startUpload(type, p.parts, p.entries);
+    }
+  }
+
+  /** Uploads every open pack and writes the index for everything added. Throws the first failure. */
+  async finish(): Promise<void> {
+    for (const type of [...this.open.keys()]) await this.flushType(type);
+    while (this.uploads.size > 0) await Promise.race(this.uploads);
+    this.queueIndexWrite();
+    await this.indexChain;
+    if (this.failure) throw this.failure;
+  }
+
+  /** Waits for uploads in flight without indexing; used when a run is abandoned. */
+  async abandon(): Promise<void> {
+    while (this.uploads.size > 0) await Promise.race(this.uploads);
+    await this.indexChain;
+  }
+}
