@@ -1,0 +1,129 @@
+/**
+ * The mapping pilotlight snapshot -> EBS snapshot, kept in the repository.
+ *
+ * One small JSON object per completed push, under
+ *   cloud/ebs/<vm>/<disk index>/<pilotlight snapshot id>
+ * written with put(ifNotExists) once CompleteSnapshot succeeded, so it never names an
+ * EBS snapshot that is not whole. A push that was interrupted leaves no record; the next
+ * push starts from the newest recorded one (its EBS snapshot is the ParentSnapshotId
+ * and its pilotlight snapshot is the base that changed blocks are computed against).
+ *
+ * Name segments: characters outside [A-Za-z0-9.-] (and `_` itself) are written as
+ * `_xx` (two lowercase hex digits per UTF-8 byte), so any VM name fits the BlobStore
+ * naming rule and the encoding is reversible. See docs/AWS.md.
+ */
+import { BlobExistsError, BlobStore, isNotFound } from '../store/blob-store.js';
+
+export const EBS_MAP_PREFIX = 'cloud/ebs/';
+
+export interface EbsMapRecord {
+  format: 'pilotlight-ebs-map';
+  version: 1;
+  vm: string;
+  diskIndex: number;
+  diskName: string;
+  /** pilotlight snapshot id and time of the image pushed. */
+  snapshot: string;
+  snapshotTime: string;
+  /** Disk capacity in bytes. */
+  capacity: number;
+  region?: string;
+  ebsSnapshotId: string;
+  volumeSizeGiB: number;
+  blockSize: number;
+  /** The EBS snapshot this one was pushed on top of, and the pilotlight snapshot it holds. */
+  parentEbsSnapshotId?: string;
+  baseSnapshot?: string;
+  blocksSent: number;
+  bytesSent: number;
+  completedAt: string;
+}
+
+export function encodeSegment(s: string): string {
+  const out = Buffer.from(s, 'utf8')
+    .toString('latin1')
+    .replace(/[^A-Za-z0-9.-]/g, (c) => `_${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  // '.', '..' and '.tmp-*' are reserved by the BlobStore naming rule.
+  return out.startsWith('.') ? `_2e${out.slice(1)}` : out;
+}
+
+export function decodeSegment(s: string): string {
+  return Buffer.from(s.replace(/_([0-9a-f]{2})/g, (_m, h) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8');
+}
+
+export function ebsMapPrefix(vm: string, diskIndex: number): string {
+  return `${EBS_MAP_PREFIX}${encodeSegment(vm)}/${diskIndex}/`;
+}
+
+export function ebsMapName(vm: string, diskIndex: number, snapshot: string): string {
+  return ebsMapPrefix(vm, diskIndex) + encodeSegment(snapshot);
+}
+
+function parse(bytes: Buffer, name: string): EbsMapRecord {
+  const rec = JSON.parse(bytes.toString('utf8')) as EbsMapRecord;
+  if (rec.format !== 'pilotlight-ebs-map' || rec.version !== 1 || typeof rec.ebsSnapshotId !== 'string') {
+    throw new Error(`${name} is not a pilotlight EBS map record (version 1); it may come from a newer pilotlight`);
+  }
+  return rec;
+}
+
+/**
+ * Records a completed push. Idempotent for the same EBS snapshot; a record naming a
+ * different EBS snapshot for the same pilotlight snapshot is kept and an error says so.
+ */
+export async function putEbsMap(store: BlobStore, rec: EbsMapRecord): Promise<void> {
+  const name = ebsMapName(rec.vm, rec.diskIndex, rec.snapshot);
+  try {
+    await store.put(name, Buffer.from(JSON.stringify(rec, null, 1) + '\n'), { ifNotExists: true, kind: 'metadata' });
+  } catch (err) {
+    if (!(err instanceof BlobExistsError) && (err as { code?: string }).code !== 'BLOB_EXISTS') throw err;
+    const old = parse(await store.get(name), name);
+    if (old.ebsSnapshotId !== rec.ebsSnapshotId) {
+      throw new Error(
+        `snapshot ${rec.snapshot} of ${rec.vm} disk ${rec.diskIndex} is already recorded as EBS snapshot ${old.ebsSnapshotId}; ` +
+          `${rec.ebsSnapshotId} was pushed concurrently and is not recorded (delete it with \`aws ec2 delete-snapshot --snapshot-id ${rec.ebsSnapshotId}\`)`,
+      );
+    }
+  }
+}
+
+export async function getEbsMap(store: BlobStore, vm: string, diskIndex: number, snapshot: string): Promise<EbsMapRecord | null> {
+  const name = ebsMapName(vm, diskIndex, snapshot);
+  try {
+    return parse(await store.get(name), name);
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw err;
+  }
+}
+
+/** Every record of one disk of one VM, oldest pilotlight snapshot first. */
+export async function listEbsMaps(store: BlobStore, vm: string, diskIndex: number): Promise<EbsMapRecord[]> {
+  const out: EbsMapRecord[] = [];
+  for await (const b of store.list(ebsMapPrefix(vm, diskIndex))) {
+    out.push(parse(await store.get(b.name), b.name));
+  }
+  return out.sort((a, b) => a.snapshotTime.localeCompare(b.snapshotTime) || a.snapshot.localeCompare(b.snapshot));
+}
+
+/**
+ * The newest record whose pilotlight snapshot is older than `before` (by time), with
+ * the same capacity, in `region` when given: the parent of the next push.
+ */
+export async function newestEbsMapBefore(
+  store: BlobStore,
+  vm: string,
+  diskIndex: number,
+  before: { time: string; id: string },
+  filter: { capacity?: number; region?: string } = {},
+): Promise<EbsMapRecord | null> {
+  const all = await listEbsMaps(store, vm, diskIndex);
+  const ok = all.filter(
+    (r) =>
+      r.snapshot !== before.id &&
+      r.snapshotTime <= before.time &&
+      (filter.capacity === undefined || r.capacity === filter.capacity) &&
+      (filter.region === undefined || r.region === undefined || r.region === filter.region),
+  );
+  return ok.length ? ok[ok.length - 1] : null;
+}
