@@ -1,0 +1,161 @@
+/**
+ * Parent side of the VDDK worker (vddk-worker.ts): starts the child process with
+ * LD_LIBRARY_PATH pointing at the VDDK lib64 directory and turns its replies into
+ * promises. Errors carry VDDK's own error text.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { ConnectParams } from './vddk-binding.js';
+
+export class VddkWorkerError extends Error {
+  constructor(
+    message: string,
+    readonly operation?: string,
+    readonly code?: string,
+    readonly vddkText?: string,
+  ) {
+    super(message);
+    this.name = 'VddkWorkerError';
+  }
+}
+
+export interface VddkWorkerOptions {
+  /** The VDDK lib64 directory (holds libvixDiskLib.so). */
+  libDir: string;
+  /** Passed to VixDiskLib_InitEx as libDir (default: the parent of libDir). */
+  initLibDir?: string | null;
+  configFile?: string | null;
+  /** Extra environment for the child (tests use it for the fake library). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface OpenedDisk {
+  handle: number;
+  capacity: bigint;
+  transport: string;
+}
+
+export class VddkWorker {
+  private child: ChildProcess;
+  private seq = 1;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; op: string }>();
+  private stderr = '';
+  private exited = false;
+
+  private constructor(opts: VddkWorkerOptions) {
+    const script = fileURLToPath(new URL('./vddk-worker.js', import.meta.url));
+    const env = { ...process.env, ...opts.env };
+    env.LD_LIBRARY_PATH = [opts.libDir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':');
+    this.child = fork(script, [], {
+      env,
+      serialization: 'advanced',
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    this.child.stderr?.on('data', (d: Buffer) => {
+      this.stderr = (this.stderr + d.toString()).slice(-4000);
+    });
+    this.child.on('message', (m: { id: number; ok: boolean; result?: unknown; error?: { message: string; operation?: string; code?: string; vddkText?: string } }) => {
+      const w = this.waiting.get(m.id);
+      if (!w) return;
+      this.waiting.delete(m.id);
+      if (m.ok) w.resolve(m.result);
+      else w.reject(new VddkWorkerError(m.error!.message, m.error!.operation, m.error!.code, m.error!.vddkText));
+    });
+    this.child.on('exit', (code, signal) => {
+      this.exited = true;
+      const why = `VDDK worker process exited (${signal ?? `code ${code}`})${this.stderr ? `: ${this.stderr.trim()}` : ''}`;
+      for (const w of this.waiting.values()) w.reject(new VddkWorkerError(`${why} during ${w.op}`));
+      this.waiting.clear();
+    });
+  }
+
+  static async start(opts: VddkWorkerOptions): Promise<VddkWorker> {
+    const w = new VddkWorker(opts);
+    try {
+      await w.call('init', {
+        libDir: opts.initLibDir === undefined ? null : opts.initLibDir,
+        configFile: opts.configFile ?? null,
+      });
+    } catch (err) {
+      await w.kill();
+      throw err;
+    }
+    return w;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  private call<T>(op: string, args: Record<string, unknown> = {}): Promise<T> {
+    if (this.exited) return Promise.reject(new VddkWorkerError(`VDDK worker is not running (${op})`));
+    const id = this.seq++;
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject, op });
+      this.child.send({ id, op, ...args });
+    });
+  }
+
+  prepareForAccess(params: ConnectParams, identity: string): Promise<void> {
+    return this.call('prepareForAccess', { params, identity });
+  }
+
+  endAccess(params: ConnectParams, identity: string): Promise<void> {
+    return this.call('endAccess', { params, identity });
+  }
+
+  connect(params: ConnectParams, snapshotRef: string, transport: string | null): Promise<number> {
+    return this.call('connect', { params, snapshotRef, transport });
+  }
+
+  disconnect(conn: number): Promise<void> {
+    return this.call('disconnect', { conn });
+  }
+
+  async open(conn: number, path: string): Promise<OpenedDisk> {
+    const r = await this.call<{ handle: number; capacity: string; transport: string }>('open', { conn, path });
+    return { handle: r.handle, capacity: BigInt(r.capacity), transport: r.transport };
+  }
+
+  close(handle: number): Promise<void> {
+    return this.call('close', { handle });
+  }
+
+  async read(handle: number, offset: bigint | number, length: number): Promise<Uint8Array> {
+    const data = await this.call<Uint8Array>('read', { handle, offset: offset.toString(), length });
+    if (data.byteLength !== length) throw new VddkWorkerError(`short read: ${data.byteLength} of ${length} bytes at ${offset}`);
+    return data;
+  }
+
+  /** Allocated byte ranges, via QueryAllocatedBlocks (64 KiB granularity by default). */
+  async allocated(handle: number, capacity: bigint, chunkSectors = 128n): Promise<Array<{ offset: bigint; length: bigint }>> {
+    const sectors = capacity / 512n;
+    const r = await this.call<Array<[string, string]>>('allocated', {
+      handle,
+      startSector: '0',
+      numSectors: sectors.toString(),
+      chunk: chunkSectors.toString(),
+    });
+    return r.map(([o, l]) => ({ offset: BigInt(o) * 512n, length: BigInt(l) * 512n }));
+  }
+
+  /** VixDiskLib_Exit (closing whatever is still open), then the process ends. */
+  async exit(): Promise<void> {
+    if (this.exited) return;
+    const done = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    try {
+      await this.call('exit');
+    } finally {
+      const t = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+      await done;
+      clearTimeout(t);
+    }
+  }
+
+  async kill(): Promise<void> {
+    if (this.exited) return;
+    const done = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGKILL');
+    await done;
+  }
+}
