@@ -7,6 +7,7 @@
 #   scripts/rgw.sh status    exit 0 when radosgw answers S3 requests, 1 otherwise
 #   scripts/rgw.sh env       print export lines: endpoint and the test user's keys
 #   scripts/rgw.sh clean     stop, then delete the state directory
+#   scripts/rgw.sh purge-bucket NAME   delete a bucket and everything in it (test cleanup)
 #
 # Every command is idempotent. All state (config, mon store, the sparse OSD file, logs,
 # pids) lives under $PILOTLIGHT_RGW_DIR (default /tmp/pilotlight-rgw). Ports:
@@ -279,6 +280,11 @@ export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$PORT
 EOF
 }
 
+cmd_purge_bucket() {
+  [ -n "${1:-}" ] || die "usage: rgw.sh purge-bucket NAME"
+  radosgw_admin bucket rm --bucket="$1" --purge-objects --bypass-gc >/dev/null
+}
+
 cmd_clean() {
   cmd_stop
   rm -rf "$DIR"
@@ -291,5 +297,6 @@ case "${1:-}" in
   status) cmd_status ;;
   env) cmd_env ;;
   clean) cmd_clean ;;
-  *) echo "usage: $0 install|start|stop|status|env|clean" >&2; exit 2 ;;
+  purge-bucket) cmd_purge_bucket "${2:-}" ;;
+  *) echo "usage: $0 install|start|stop|status|env|clean|purge-bucket NAME" >&2; exit 2 ;;
 esac
