@@ -5,7 +5,7 @@
  * CreateBucket, PutObject, GetObject (with Range), HeadObject, DeleteObject,
  * CreateMultipartUpload, UploadPart (Content-MD5 verified), CompleteMultipartUpload
  * (5 MiB minimum part size except the last, as S3 enforces), AbortMultipartUpload,
- * ListMultipartUploads (only as a count, for leak checks through `uploads`).
+ * ListMultipartUploads (keys and upload ids only, for leak checks).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
@@ -61,6 +61,13 @@ export async function startS3Double(): Promise<S3Double> {
         if (m === 'HEAD') {
           res.writeHead(buckets.has(bucket) ? 200 : 404, { 'content-length': 0 });
           return res.end();
+        }
+        if (m === 'GET' && q.has('uploads')) {
+          const items = [...uploads.entries()]
+            .filter(([, u]) => u.bucket === bucket)
+            .map(([id, u]) => `<Upload><Key>${u.key}</Key><UploadId>${id}</UploadId></Upload>`)
+            .join('');
+          return ok(res, `<ListMultipartUploadsResult><Bucket>${bucket}</Bucket>${items}</ListMultipartUploadsResult>`);
         }
         return err(res, 501, 'NotImplemented', 'not implemented by the S3 test double');
       }
