@@ -1,0 +1,222 @@
+/**
+ * Turns the benchmark results into a markdown report and a hand-written SVG chart.
+ */
+import type { StageResult } from './stages.js';
+
+export interface Sample {
+  wallS: number;
+  cpuS: number;
+  rssMB: number;
+  repoBytes: number;
+  report?: Record<string, unknown>;
+}
+
+export interface Agg {
+  samples: Sample[];
+  wallS: number;
+  cpuS: number;
+  rssMB: number;
+  repoBytes: number;
+  error?: string;
+}
+
+export interface StepResult {
+  label: string;
+  vm: string;
+  kind: 'first' | 'incremental';
+  allocatedBytes: number;
+  nonZeroBytes: number;
+  changedBytes?: number;
+  tools: Record<string, Agg>;
+  /** Median over repetitions of peer time / pilotlight time, computed per repetition. */
+  speedup: Record<string, number>;
+}
+
+export interface Results {
+  name: string;
+  date: string;
+  machine: { cpu: string; cores: number; memGiB: number; kernel: string; os: string };
+  versions: Record<string, string>;
+  settings: Record<string, string>;
+  reps: number;
+  series: { size: number; states: { name: string; allocatedBytes: number; nonZeroBytes: number; changedBytes?: number; steps: string[] }[]; buildSeconds: number };
+  tools: string[];
+  steps: StepResult[];
+  restore: { label: string; nonZeroBytes: number; tools: Record<string, Agg & { verified?: boolean }>; speedup: Record<string, number> };
+  dedup: {
+    series: Record<string, { logicalBytes: number; storedBytes: number; ratio: number }>;
+    crossVm: Record<string, { logicalBytes: number; storedBytes: number; ratio: number; secondVmAddedBytes: number }>;
+  };
+  stages: { median: StageResult[]; notes: string[] };
+  pilotlightStats?: Record<string, unknown>;
+  notes: string[];
+  runSeconds: number;
+}
+
+const mbs = (b: number) => (b / 1e6).toFixed(0);
+const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '–');
+
+export function markdown(r: Results): string {
+  const L: string[] = [];
+  const peers = r.tools.filter((t) => !t.startsWith('pilotlight'));
+  L.push(`### ${r.name}: ${r.date.slice(0, 16).replace('T', ' ')} UTC`);
+  L.push('');
+  L.push(`Machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memGiB} GiB RAM, ${r.machine.os}, Linux ${r.machine.kernel}. ` +
+    `Versions: ${Object.entries(r.versions).map(([k, v]) => `${k} ${v}`).join(', ')}. ` +
+    `${r.reps} repetition${r.reps > 1 ? 's' : ''}; every figure is the median; speed-ups are computed per repetition (peer time / pilotlight time) and then the median taken. ` +
+    `Images in the page cache (warm) for every tool.`);
+  L.push('');
+  L.push(`Series: ${(r.series.size / 2 ** 30).toFixed(0)} GiB sparse raw disks, ext4, Debian from debootstrap; each state loop-mounted and changed in place.`);
+  L.push('');
+  L.push('| state | allocated MB | non-zero MB | changed since previous, MB | what changed |');
+  L.push('|---|---:|---:|---:|---|');
+  for (const s of r.series.states) {
+    L.push(`| ${s.name} | ${mbs(s.allocatedBytes)} | ${mbs(s.nonZeroBytes)} | ${s.changedBytes !== undefined ? mbs(s.changedBytes) : '–'} | ${s.steps.join('; ')} |`);
+  }
+  L.push('');
+  L.push('**Backups** (time = wall clock of the whole command, start-up included; read MB = bytes the tool read from the image: pilotlight says so in its report, restic and borg read the whole file, holes included; image MB/s = non-zero MB of the image protected / time; repo MB = bytes the repository holds after the step)');
+  L.push('');
+  const spHead = peers.map((p) => `pilotlight vs ${p}`);
+  L.push(`| snapshot | tool | time s | CPU s | peak RSS MB | read MB | image MB/s | repo MB | ${spHead.join(' | ')} |`);
+  L.push(`|---|---|---:|---:|---:|---:|---:|---:|${peers.map(() => '---:').join('|')}${peers.length ? '|' : ''}`);
+  for (const st of r.steps) {
+    for (const t of r.tools) {
+      const a = st.tools[t];
+      if (!a) continue;
+      const sp = t === 'pilotlight' ? peers.map((p) => (Number.isFinite(st.speedup[p]) ? `${f1(st.speedup[p])}x faster` : '–')) : peers.map(() => '');
+      const kind = st.kind === 'first' ? 'first' : `incr., ${mbs(st.changedBytes ?? 0)} MB changed`;
+      const scanned = a.samples[0]?.report?.bytesScanned;
+      const read = typeof scanned === 'number' ? mbs(scanned) : t.startsWith('pilotlight') ? '?' : `${mbs(r.series.size)} (all)`;
+      L.push(`| ${st.label} (${kind}) | ${t} | ${a.error ? 'failed' : f1(a.wallS)} | ${f1(a.cpuS)} | ${a.rssMB.toFixed(0)} | ${read} | ${(st.nonZeroBytes / 1e6 / a.wallS).toFixed(0)} | ${mbs(a.repoBytes)} | ${sp.join(' | ')} |`);
+    }
+  }
+  L.push('');
+  L.push(`**Restore** of ${r.restore.label} (MB/s = non-zero MB / time)`);
+  L.push('');
+  L.push(`| tool | time s | CPU s | peak RSS MB | MB/s | identical to the image | ${peers.map((p) => `pilotlight vs ${p}`).join(' | ')} |`);
+  L.push(`|---|---:|---:|---:|---:|---|${peers.map(() => '---:').join('|')}${peers.length ? '|' : ''}`);
+  for (const t of r.tools) {
+    const a = r.restore.tools[t];
+    if (!a) continue;
+    const sp = t === 'pilotlight' ? peers.map((p) => (Number.isFinite(r.restore.speedup[p]) ? `${f1(r.restore.speedup[p])}x faster` : '–')) : peers.map(() => '');
+    L.push(`| ${t} | ${a.error ? 'failed' : f1(a.wallS)} | ${f1(a.cpuS)} | ${a.rssMB.toFixed(0)} | ${(r.restore.nonZeroBytes / 1e6 / a.wallS).toFixed(0)} | ${a.verified === undefined ? 'not checked' : a.verified ? 'yes (cmp)' : '**NO**'} | ${sp.join(' | ')} |`);
+  }
+  L.push('');
+  L.push('**Storage and dedup** (dedup ratio = allocated bytes of the images protected / bytes the repository holds)');
+  L.push('');
+  L.push('| tool | repo after the series, MB | series ratio | 2 VMs from one template: repo MB | second VM added MB | 2-VM ratio |');
+  L.push('|---|---:|---:|---:|---:|---:|');
+  for (const t of r.tools) {
+    const s = r.dedup.series[t];
+    const c = r.dedup.crossVm[t];
+    if (!s && !c) continue;
+    L.push(`| ${t} | ${s ? mbs(s.storedBytes) : '–'} | ${s ? f2(s.ratio) : '–'} | ${c ? mbs(c.storedBytes) : '–'} | ${c ? mbs(c.secondVmAddedBytes) : '–'} | ${c ? f2(c.ratio) : '–'} |`);
+  }
+  L.push('');
+  L.push('**Machine limits in the same run** (input: the non-zero 64 KiB blocks of the first image, from the page cache)');
+  L.push('');
+  L.push('| stage | how | threads | MB/s | note |');
+  L.push('|---|---|---:|---:|---|');
+  for (const s of r.stages.median) L.push(`| ${s.stage} | ${s.how} | ${s.threads} | ${s.mbPerS.toFixed(0)} | ${s.note ?? ''} |`);
+  const first = r.steps[0];
+  if (first?.tools.pilotlight && !first.tools.pilotlight.error) {
+    L.push(`| full pipeline | pilotlight first backup (read, hash, compress, encrypt, pack, index) | all | ${(first.nonZeroBytes / 1e6 / first.tools.pilotlight.wallS).toFixed(0)} | wall clock of the command, start-up included |`);
+  }
+  L.push('');
+  L.push('Settings: ' + Object.entries(r.settings).map(([k, v]) => `${k}: ${v}`).join('; ') + '.');
+  for (const n of [...r.notes, ...r.stages.notes]) L.push(`- ${n}`);
+  L.push('');
+  return L.join('\n');
+}
+
+const COLORS: Record<string, string> = {
+  pilotlight: '#d9480f',
+  'pilotlight-no-cbt': '#f59f00',
+  restic: '#1971c2',
+  borg: '#2f9e44',
+};
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function niceMax(v: number): number {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+/** Two panels: repository size after each snapshot (lines), backup time per snapshot (bars). */
+export function svg(r: Results): string {
+  const W = 960;
+  const H = 400;
+  const pw = 380;
+  const ph = 250;
+  const top = 70;
+  const panels = [60, 560];
+  const labels = r.steps.map((s) => s.label);
+  const tools = r.tools.filter((t) => r.steps.some((s) => s.tools[t] && !s.tools[t].error));
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
+  out.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${esc(`${r.name}: pilotlight vs peers, ${r.date.slice(0, 10)} (median of ${r.reps})`)}</text>`);
+
+  const axes = (x0: number, title: string, max: number, unit: string) => {
+    out.push(`<text x="${x0 + pw / 2}" y="${top - 14}" text-anchor="middle" font-size="13" font-weight="bold">${esc(title)}</text>`);
+    out.push(`<line x1="${x0}" y1="${top + ph}" x2="${x0 + pw}" y2="${top + ph}" stroke="#333"/>`);
+    out.push(`<line x1="${x0}" y1="${top}" x2="${x0}" y2="${top + ph}" stroke="#333"/>`);
+    for (let i = 0; i <= 5; i++) {
+      const v = (max * i) / 5;
+      const y = top + ph - (ph * i) / 5;
+      out.push(`<line x1="${x0}" y1="${y}" x2="${x0 + pw}" y2="${y}" stroke="#e9ecef"/>`);
+      out.push(`<text x="${x0 - 6}" y="${y + 4}" text-anchor="end" fill="#495057">${v >= 100 ? v.toFixed(0) : v.toFixed(v >= 10 ? 0 : 1)}</text>`);
+    }
+    out.push(`<text transform="translate(${x0 - 42},${top + ph / 2}) rotate(-90)" text-anchor="middle" fill="#495057">${esc(unit)}</text>`);
+    labels.forEach((l, i) => {
+      const x = x0 + (pw * (i + 0.5)) / labels.length;
+      out.push(`<text x="${x}" y="${top + ph + 18}" text-anchor="middle" fill="#495057">${esc(l)}</text>`);
+    });
+  };
+
+  // Left: repository size.
+  const sizeMax = niceMax(Math.max(...r.steps.flatMap((s) => tools.map((t) => (s.tools[t]?.repoBytes ?? 0) / 1e6))));
+  axes(panels[0], 'Repository size after each snapshot', sizeMax, 'MB');
+  for (const t of tools) {
+    const pts = r.steps.map((s, i) => {
+      const a = s.tools[t];
+      if (!a || a.error) return undefined;
+      const x = panels[0] + (pw * (i + 0.5)) / labels.length;
+      const y = top + ph - (ph * a.repoBytes) / 1e6 / sizeMax;
+      return [x, y] as const;
+    }).filter((p): p is readonly [number, number] => p !== undefined);
+    out.push(`<polyline fill="none" stroke="${COLORS[t] ?? '#868e96'}" stroke-width="2.5" points="${pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ')}"/>`);
+    for (const [x, y] of pts) out.push(`<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="3.5" fill="${COLORS[t] ?? '#868e96'}"/>`);
+  }
+
+  // Right: backup time, grouped bars.
+  const timeMax = niceMax(Math.max(...r.steps.flatMap((s) => tools.map((t) => s.tools[t]?.wallS ?? 0))));
+  axes(panels[1], 'Backup time per snapshot', timeMax, 'seconds (wall clock)');
+  const gw = pw / labels.length;
+  const bw = (gw * 0.8) / Math.max(1, tools.length);
+  r.steps.forEach((s, i) => {
+    tools.forEach((t, k) => {
+      const a = s.tools[t];
+      if (!a || a.error) return;
+      const h = (ph * a.wallS) / timeMax;
+      const x = panels[1] + gw * i + gw * 0.1 + bw * k;
+      out.push(`<rect x="${x.toFixed(1)}" y="${(top + ph - h).toFixed(1)}" width="${(bw - 1).toFixed(1)}" height="${h.toFixed(1)}" fill="${COLORS[t] ?? '#868e96'}"><title>${esc(`${t} ${s.label}: ${a.wallS.toFixed(2)} s`)}</title></rect>`);
+    });
+  });
+
+  // Legend.
+  tools.forEach((t, k) => {
+    const x = 60 + k * 190;
+    const y = H - 22;
+    out.push(`<rect x="${x}" y="${y - 10}" width="14" height="14" fill="${COLORS[t] ?? '#868e96'}"/>`);
+    out.push(`<text x="${x + 20}" y="${y + 2}">${esc(t === 'pilotlight' ? 'pilotlight (CBT change lists)' : t === 'pilotlight-no-cbt' ? 'pilotlight (no change lists)' : t)}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
