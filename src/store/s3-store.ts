@@ -28,6 +28,11 @@ import {
 import { RequestClass, RequestReporter, WireRequest } from './metered-store.js';
 import { errnoCode, errorStatus, isTransientError } from './retrying-store.js';
 
+// The SDK warns on every start under Node 20 that its releases after January 2027 will
+// need Node 22. That is for whoever bumps the pinned SDK version, not for users of the
+// CLI: keep it out of their stderr unless they asked for it.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 const MiB = 1024 * 1024;
 /** S3's limits: parts of 5 MiB..5 GiB (the last may be smaller), at most 10,000 of them. */
 const MIN_PART = 5 * MiB;
