@@ -7,7 +7,29 @@ import { UserError } from '../repo/errors.js';
 import { SnapshotCatalog } from '../snapshot/snapshot-record.js';
 import { FileSource } from '../source/file-source.js';
 import { formatBytes, globals, initRepo, openRepo, parseIntOption, printJson, storeRequests } from './context.js';
+import { pushSnapshotToEbs } from './cloud.js';
 import { terminalProgress } from './progress.js';
+import { BackupReport } from '../engine/backup.js';
+import { Repository } from '../repo/repository.js';
+
+/** Options that any `backup` subcommand takes for what follows a committed backup. */
+export function addAfterBackupOptions(cmd: Command): Command {
+  return cmd
+    .option('--ebs-shadow', 'after the backup, push the snapshot to EBS (keeps a standing EBS snapshot: the pilot light)')
+    .option('--region <region>', 'AWS region for --ebs-shadow (default AWS_REGION)');
+}
+
+/** Runs what the backup options asked for after the commit; returns extra report fields. */
+export async function afterBackup(
+  repo: Repository,
+  report: BackupReport,
+  opts: { ebsShadow?: boolean; region?: string },
+): Promise<Record<string, unknown>> {
+  if (!opts.ebsShadow) return {};
+  const record = await new SnapshotCatalog(repo).load(report.snapshot);
+  const pushed = await pushSnapshotToEbs(repo, record, { region: opts.region, json: true });
+  return { ebs: pushed };
+}
 
 /** An AbortSignal that fires on the first Ctrl-C/SIGTERM; a second one exits at once. */
 export function interruptSignal(): { signal: AbortSignal; dispose: () => void } {
@@ -56,8 +78,9 @@ export function registerBackupFile(backup: Command): void {
     .requiredOption('--vm <name>', 'the VM these disks belong to')
     .option('--changed-extents <file...>', 'change list per disk ("offset length" lines, bytes), as QueryChangedDiskAreas gives')
     .option('--full', 'read every byte (ignore holes and change lists)')
-    .option('--parent <snapshot>', "parent snapshot: 'auto' (latest of the vm), 'none', or an id", 'auto')
-    .action(async (images: string[], opts: { vm: string; changedExtents?: string[]; full?: boolean; parent: string }, cmd: Command) => {
+    .option('--parent <snapshot>', "parent snapshot: 'auto' (latest of the vm), 'none', or an id", 'auto');
+  addAfterBackupOptions(backup.commands[backup.commands.length - 1]!).action(
+    async (images: string[], opts: { vm: string; changedExtents?: string[]; full?: boolean; parent: string; ebsShadow?: boolean; region?: string }, cmd: Command) => {
       if (opts.changedExtents && opts.changedExtents.length !== images.length) {
         throw new UserError(`${images.length} image(s) but ${opts.changedExtents.length} change list(s): give one per image`);
       }
@@ -70,8 +93,9 @@ export function registerBackupFile(backup: Command): void {
       try {
         const g = globals(cmd);
         const report = await runBackup(repo, source, { parent: opts.parent, progress: terminalProgress('backup'), signal, sourceKind: 'file' });
+        const extra = await afterBackup(repo, report, opts);
         const requests = storeRequests(repo);
-        if (g.json) printJson({ ...report, ...(requests ? { requests } : {}) });
+        if (g.json) printJson({ ...report, ...extra, ...(requests ? { requests } : {}) });
         else {
           process.stdout.write(
             `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
@@ -79,13 +103,15 @@ export function registerBackupFile(backup: Command): void {
               `${report.chunksNew} new / ${report.chunksReused} reused / ${report.chunksZero} zero chunks in ${(report.durationMs / 1000).toFixed(1)} s\n`,
           );
           for (const d of report.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
+          if (extra.ebs) process.stdout.write(`  pushed to EBS: ${JSON.stringify(extra.ebs)}\n`);
         }
       } finally {
         dispose();
         await source.close();
         await repo.close();
       }
-    });
+    },
+  );
 }
 
 export function registerSnapshots(program: Command): void {

@@ -1,12 +1,15 @@
 import { Command } from 'commander';
+import { registerEbs, registerRecover, restoreToS3 } from './cloud.js';
 
 /**
  * Commands that live with their own layer (vSphere source, AWS recovery). They are
  * registered here so main.ts stays a list of what the CLI offers.
  */
 export async function registerExtensions(
-  _program: Command,
+  program: Command,
   _backup: Command,
 ): Promise<{ restoreToS3?: (repo: unknown, record: unknown, disk: number, url: string, opts: Record<string, unknown>) => Promise<unknown> }> {
-  return {};
+  registerEbs(program);
+  registerRecover(program);
+  return { restoreToS3 };
 }
