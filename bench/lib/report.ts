@@ -56,6 +56,9 @@ export interface Results {
 const mbs = (b: number) => (b / 1e6).toFixed(0);
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '–');
+/** Peer time / pilotlight time, in words. */
+const speed = (x: number | undefined) =>
+  x === undefined || !Number.isFinite(x) ? '–' : x >= 1 ? `${x.toFixed(1)}x faster` : `${(1 / x).toFixed(1)}x slower`;
 
 export function markdown(r: Results): string {
   const L: string[] = [];
@@ -84,7 +87,7 @@ export function markdown(r: Results): string {
     for (const t of r.tools) {
       const a = st.tools[t];
       if (!a) continue;
-      const sp = t === 'pilotlight' ? peers.map((p) => (Number.isFinite(st.speedup[p]) ? `${f1(st.speedup[p])}x faster` : '–')) : peers.map(() => '');
+      const sp = t === 'pilotlight' ? peers.map((p) => speed(st.speedup[p])) : peers.map(() => '');
       const kind = st.kind === 'first' ? 'first' : `incr., ${mbs(st.changedBytes ?? 0)} MB changed`;
       const scanned = a.samples[0]?.report?.bytesScanned;
       const read = typeof scanned === 'number' ? mbs(scanned) : t.startsWith('pilotlight') ? '?' : `${mbs(r.series.size)} (all)`;
@@ -99,7 +102,7 @@ export function markdown(r: Results): string {
   for (const t of r.tools) {
     const a = r.restore.tools[t];
     if (!a) continue;
-    const sp = t === 'pilotlight' ? peers.map((p) => (Number.isFinite(r.restore.speedup[p]) ? `${f1(r.restore.speedup[p])}x faster` : '–')) : peers.map(() => '');
+    const sp = t === 'pilotlight' ? peers.map((p) => speed(r.restore.speedup[p])) : peers.map(() => '');
     L.push(`| ${t} | ${a.error ? 'failed' : f1(a.wallS)} | ${f1(a.cpuS)} | ${a.rssMB.toFixed(0)} | ${(r.restore.nonZeroBytes / 1e6 / a.wallS).toFixed(0)} | ${a.verified === undefined ? 'not checked' : a.verified ? 'yes (cmp)' : '**NO**'} | ${sp.join(' | ')} |`);
   }
   L.push('');
@@ -124,6 +127,12 @@ export function markdown(r: Results): string {
     L.push(`| full pipeline | pilotlight first backup (read, hash, compress, encrypt, pack, index) | all | ${(first.nonZeroBytes / 1e6 / first.tools.pilotlight.wallS).toFixed(0)} | wall clock of the command, start-up included |`);
   }
   L.push('');
+  const ps = r.pilotlightStats;
+  if (ps && typeof ps.dedupRatio === 'number' && typeof ps.compressionRatio === 'number') {
+    L.push(`pilotlight's own \`stats\` after the series: ${ps.snapshots} snapshots, ${mbs(Number(ps.logicalBytes))} MB logical (non-zero chunks referenced), ` +
+      `${ps.uniqueChunks} unique chunks, dedup ${f2(ps.dedupRatio)}x, compression ${f2(ps.compressionRatio)}x, ${mbs(Number(ps.storedBytes))} MB stored.`);
+    L.push('');
+  }
   L.push('Settings: ' + Object.entries(r.settings).map(([k, v]) => `${k}: ${v}`).join('; ') + '.');
   for (const n of [...r.notes, ...r.stages.notes]) L.push(`- ${n}`);
   L.push('');
@@ -171,7 +180,7 @@ export function svg(r: Results): string {
       const v = (max * i) / 5;
       const y = top + ph - (ph * i) / 5;
       out.push(`<line x1="${x0}" y1="${y}" x2="${x0 + pw}" y2="${y}" stroke="#e9ecef"/>`);
-      out.push(`<text x="${x0 - 6}" y="${y + 4}" text-anchor="end" fill="#495057">${v >= 100 ? v.toFixed(0) : v.toFixed(v >= 10 ? 0 : 1)}</text>`);
+      out.push(`<text x="${x0 - 6}" y="${y + 4}" text-anchor="end" fill="#495057">${Number.isInteger(max / 5) || v >= 100 ? v.toFixed(0) : v.toFixed(1)}</text>`);
     }
     out.push(`<text transform="translate(${x0 - 42},${top + ph / 2}) rotate(-90)" text-anchor="middle" fill="#495057">${esc(unit)}</text>`);
     labels.forEach((l, i) => {
@@ -191,7 +200,8 @@ export function svg(r: Results): string {
       const y = top + ph - (ph * a.repoBytes) / 1e6 / sizeMax;
       return [x, y] as const;
     }).filter((p): p is readonly [number, number] => p !== undefined);
-    out.push(`<polyline fill="none" stroke="${COLORS[t] ?? '#868e96'}" stroke-width="2.5" points="${pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ')}"/>`);
+    const dash = t === 'pilotlight-no-cbt' ? ' stroke-dasharray="7 5"' : '';
+    out.push(`<polyline fill="none" stroke="${COLORS[t] ?? '#868e96'}" stroke-width="2.5"${dash} points="${pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ')}"/>`);
     for (const [x, y] of pts) out.push(`<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="3.5" fill="${COLORS[t] ?? '#868e96'}"/>`);
   }
 
