@@ -1,0 +1,147 @@
+/**
+ * CLI for the vSphere source: `backup vsphere` and `doctor vsphere`.
+ * The core CLI wires them: registerVsphereBackup(backupCommand) and registerDoctor(program).
+ *
+ * The vSphere password comes from --vsphere-password-file or VSPHERE_PASSWORD; it is
+ * not named --password-file because that global option is the repository password.
+ */
+import { readFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { runBackup } from '../engine/backup.js';
+import { UserError } from '../repo/errors.js';
+import { runDoctor } from '../source/vsphere/doctor.js';
+import { VsphereSource } from '../source/vsphere/vsphere-source.js';
+import { interruptSignal } from './commands.js';
+import { formatBytes, globals, openRepo, printJson } from './context.js';
+import { terminalProgress } from './progress.js';
+
+interface ConnOpts {
+  server: string;
+  username?: string;
+  vspherePasswordFile?: string;
+  thumbprint?: string;
+  insecure?: boolean;
+  vm?: string;
+  vmMoref?: string;
+  transport: string;
+  vddkLibdir?: string;
+}
+
+function password(o: ConnOpts): string | undefined {
+  if (o.vspherePasswordFile) {
+    let t: string;
+    try {
+      t = readFileSync(o.vspherePasswordFile, 'utf8');
+    } catch (err) {
+      throw new UserError(`cannot read the vSphere password file ${o.vspherePasswordFile}: ${(err as Error).message}`);
+    }
+    const pw = t.replace(/\r?\n$/, '');
+    if (!pw) throw new UserError(`the vSphere password file ${o.vspherePasswordFile} is empty`);
+    return pw;
+  }
+  return process.env.VSPHERE_PASSWORD;
+}
+
+function connectionOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--server <host>', 'vCenter or ESXi host name, host:port, or https://HOST/sdk')
+    .option('--vm <name>', 'the VM, by name')
+    .option('--vm-moref <id>', 'the VM, by managed object id (vm-42)')
+    .option('--username <user>', 'vSphere user (env VSPHERE_USER)', process.env.VSPHERE_USER)
+    .option('--vsphere-password-file <file>', 'file holding the vSphere password (env VSPHERE_PASSWORD)')
+    .option('--thumbprint <sha1>', "SHA-1 thumbprint of the server's TLS certificate (AA:BB:...); connecting is refused on a mismatch")
+    .option('--insecure', 'do not check the certificate thumbprint (trusted networks only)')
+    .option('--transport <modes>', 'VDDK transport modes, in order of preference (nbdssl, nbd, hotadd, san)', 'nbdssl:nbd')
+    .option('--vddk-libdir <dir>', 'lib64 directory of an extracted VDDK 7 or 8 (env VDDK_LIBDIR)', process.env.VDDK_LIBDIR);
+}
+
+export function registerVsphereBackup(backup: Command): void {
+  connectionOptions(backup.command('vsphere').description('back up a vSphere VM: snapshot, Changed Block Tracking, VDDK reads'))
+    .option('--quiesce', 'quiesce the guest file systems (VMware Tools) for the snapshot')
+    .option('--verify-unchanged <percent>', 'read this percent of the chunks CBT calls unchanged and compare them with the parent', (v) => {
+      const n = Number(v);
+      if (!(n >= 0 && n <= 100)) throw new UserError(`--verify-unchanged takes a percent between 0 and 100, got ${v}`);
+      return n;
+    })
+    .option('--parent <snapshot>', "parent snapshot: 'auto' (latest of the vm), 'none', or an id", 'auto')
+    .action(async (opts: ConnOpts & { quiesce?: boolean; verifyUnchanged?: number; parent: string }, cmd: Command) => {
+      if (!opts.vm && !opts.vmMoref) throw new UserError('give the VM with --vm NAME or --vm-moref vm-N');
+      if (!opts.username) throw new UserError('give the vSphere user with --username or VSPHERE_USER');
+      const pw = password(opts);
+      if (pw === undefined) throw new UserError('give the vSphere password with --vsphere-password-file FILE or VSPHERE_PASSWORD');
+      if (!opts.vddkLibdir) throw new UserError('give the VDDK lib64 directory with --vddk-libdir or VDDK_LIBDIR');
+      const g = globals(cmd);
+      const repo = await openRepo(cmd);
+      const { signal, dispose } = interruptSignal();
+      let source: VsphereSource | undefined;
+      try {
+        source = await VsphereSource.open({
+          server: opts.server,
+          username: opts.username,
+          password: pw,
+          thumbprint: opts.thumbprint,
+          insecure: opts.insecure,
+          vm: opts.vm,
+          vmMoref: opts.vmMoref,
+          transport: opts.transport,
+          quiesce: opts.quiesce,
+          vddkLibDir: opts.vddkLibdir,
+          log: g.json ? undefined : (m) => process.stderr.write(`pilotlight: ${m}\n`),
+        });
+        const report = await runBackup(repo, source, {
+          parent: opts.parent,
+          progress: g.json ? undefined : terminalProgress('backup'),
+          signal,
+          sourceKind: 'vsphere',
+          verifyUnchangedPercent: opts.verifyUnchanged,
+        });
+        if (g.json) printJson({ ...report, vsphere: { notes: source.notes, cbtEnabledNow: source.cbtWasEnabled } });
+        else {
+          process.stdout.write(
+            `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
+              `scanned ${formatBytes(report.bytesScanned)}, new ${formatBytes(report.bytesNew)} stored as ${formatBytes(report.bytesStored)} ` +
+              `in ${(report.durationMs / 1000).toFixed(1)} s\n`,
+          );
+          for (const d of report.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
+        }
+      } finally {
+        dispose();
+        try {
+          await source?.close();
+        } finally {
+          await repo.close();
+        }
+      }
+    });
+}
+
+export function registerDoctor(program: Command): void {
+  const doctor = program.commands.find((c) => c.name() === 'doctor') ?? program.command('doctor').description('check that a source can be backed up');
+  connectionOptions(doctor.command('vsphere').description('check connectivity, thumbprint, login, the VM, CBT and VDDK loading'))
+    .option('--snapshot-test', 'also create and remove a snapshot, and open its disks through VDDK')
+    .action(async (opts: ConnOpts & { snapshotTest?: boolean }, cmd: Command) => {
+      const checks = await runDoctor({
+        server: opts.server,
+        username: opts.username,
+        password: password(opts),
+        thumbprint: opts.thumbprint,
+        insecure: opts.insecure,
+        vm: opts.vm,
+        vmMoref: opts.vmMoref,
+        vddkLibDir: opts.vddkLibdir,
+        transport: opts.transport,
+        snapshotTest: opts.snapshotTest,
+      });
+      const ok = checks.every((c) => c.ok);
+      if (globals(cmd).json) printJson({ ok, checks });
+      else for (const c of checks) process.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'} ${c.check.padEnd(12)} ${c.detail}\n`);
+      if (!ok) process.exitCode = 1;
+    });
+}
+
+/** For a core CLI that registers commands with one call per file. */
+export function register(program: Command): void {
+  const backup = program.commands.find((c) => c.name() === 'backup') ?? program.command('backup');
+  registerVsphereBackup(backup);
+  registerDoctor(program);
+}
