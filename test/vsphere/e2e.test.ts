@@ -1,0 +1,220 @@
+/**
+ * End to end, with test doubles only: vcsim (vCenter simulator) + the change-id proxy
+ * (CBT from real disk files) + the fake libvixDiskLib.so, and pilotlight's real engine.
+ *
+ * A first full backup (CBT gets enabled), an incremental, a CBT reset (fallback to "*"),
+ * a read failing in the middle (the vSphere snapshot is still removed, every VDDK handle
+ * closed, nothing committed), a backup after that, and after each success restores of
+ * both disks compared byte for byte with the disk files at snapshot time.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { runBackup } from '../../src/engine/backup.js';
+import { Repository } from '../../src/repo/repository.js';
+import { openStore } from '../../src/store/open-store.js';
+import { VimClient } from '../../src/source/vsphere/client.js';
+import { VsphereSource } from '../../src/source/vsphere/vsphere-source.js';
+import { VCSIM_PASSWORD, VCSIM_USER, unclosed } from './helpers.js';
+import { DISKS, VM, scribble, startLab, type Lab } from './lab.js';
+
+const run = promisify(execFile);
+const REPO_PASSWORD = 'e2e repository password';
+
+/** Runs the CLI of this build (the same tree as this test), with `backup vsphere` registered. */
+const DRIVER = `
+const [mainUrl, vsUrl, ...args] = process.argv.slice(2);
+const m = await import(mainUrl);
+const vs = await import(vsUrl);
+const program = await m.buildProgram();
+const backup = program.commands.find((c) => c.name() === 'backup');
+if (!backup.commands.some((c) => c.name() === 'vsphere')) vs.registerVsphereBackup(backup);
+try { await program.parseAsync(['node', 'pilotlight', ...args]); }
+catch (e) { if (e && e.code && String(e.code).startsWith('commander.')) { process.exitCode = e.exitCode; } else { process.stderr.write('pilotlight: ' + (e && e.message) + '\\n'); process.exitCode = 1; } }
+`;
+
+let lab: Lab;
+let repoDir: string;
+let passwordFile: string;
+
+async function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<string> {
+  const mainUrl = new URL('../../src/cli/main.js', import.meta.url).href;
+  const vsUrl = new URL('../../src/cli/vsphere.js', import.meta.url).href;
+  try {
+    const driver = path.join(lab.dir, 'cli-driver.mjs');
+    writeFileSync(driver, DRIVER);
+    const r = await run(process.execPath, [driver, mainUrl, vsUrl, ...args], {
+      env: { ...process.env, ...extraEnv },
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return r.stdout;
+  } catch (err) {
+    const e = err as { stderr?: string; stdout?: string; message: string };
+    throw new Error(`pilotlight ${args.join(' ')} failed: ${e.stderr || e.message}`);
+  }
+}
+
+function expected(): Buffer[] {
+  return lab.live.map((f) => readFileSync(f));
+}
+
+async function restoreAndCompare(want: Buffer[], label: string): Promise<void> {
+  for (let i = 0; i < DISKS.length; i++) {
+    const to = path.join(lab.dir, `restore-${label}-${i}.img`);
+    await cli(['--repo', repoDir, '--password-file', passwordFile, 'restore', 'latest', '--vm', VM, '--disk', String(i), '--to', to]);
+    const got = readFileSync(to);
+    assert.equal(got.length, want[i].length, `${label}: disk ${i} size`);
+    assert.ok(got.equals(want[i]), `${label}: restored disk ${i} differs from the disk file at snapshot time`);
+  }
+}
+
+async function vmHasSnapshot(): Promise<boolean> {
+  // ask vcsim itself, not through the proxy
+  const c = await VimClient.connect({ server: lab.sim.url, thumbprint: lab.sim.thumbprint });
+  await c.login(VCSIM_USER, VCSIM_PASSWORD);
+  try {
+    const vm = (await c.list('VirtualMachine', ['name'])).find((v) => v.props.get('name')!.text === VM)!.obj;
+    return (await c.properties(vm, ['snapshot'])).get('snapshot') !== undefined;
+  } finally {
+    await c.logout();
+  }
+}
+
+function assertVddkClean(): void {
+  const u = unclosed(lab.vddkLog);
+  assert.deepEqual(u.handles, [], 'every VDDK disk handle was closed');
+  assert.deepEqual(u.connections, [], 'every VDDK connection was disconnected');
+  assert.ok(u.exited, 'VixDiskLib_Exit was called for every InitEx');
+  const log = readFileSync(lab.vddkLog, 'utf8');
+  assert.equal((log.match(/^PrepareForAccess/gm) ?? []).length, (log.match(/^EndAccess/gm) ?? []).length, 'EndAccess for every PrepareForAccess');
+}
+
+function backupArgs(): string[] {
+  return [
+    '--repo', repoDir, '--password-file', passwordFile, '--json',
+    'backup', 'vsphere',
+    '--server', lab.proxy.url, '--vm', VM, '--username', VCSIM_USER,
+    '--thumbprint', lab.proxy.thumbprint, '--vddk-libdir', lab.vddkLibDir,
+  ];
+}
+
+before(async () => {
+  lab = await startLab(3 * 1024 * 1024);
+  repoDir = path.join(lab.dir, 'repo');
+  passwordFile = path.join(lab.dir, 'repo-password');
+  writeFileSync(passwordFile, REPO_PASSWORD);
+  const repo = await Repository.init(await openStore(repoDir), { encrypted: true, password: REPO_PASSWORD });
+  await repo.close();
+});
+
+after(async () => {
+  await lab?.stop();
+});
+
+test('vSphere end to end: full, incremental, CBT reset, failing read, restores', async () => {
+  const env = { ...lab.vddkEnv, VSPHERE_PASSWORD: VCSIM_PASSWORD };
+
+  // 1. first backup through the CLI: CBT is off on the VM and gets enabled; everything allocated is read
+  let want = expected();
+  const r1 = JSON.parse(await cli(backupArgs(), env));
+  assert.equal(r1.vm, VM);
+  assert.equal(r1.disks.length, 2);
+  assert.deepEqual(r1.disks.map((d: { name: string }) => d.name), ['scsi0:0', 'scsi0:1']);
+  for (const d of r1.disks) assert.equal(d.read.kind, 'allocated');
+  assert.equal(r1.vsphere.cbtEnabledNow, true);
+  assert.match(r1.vsphere.notes.join('\n'), /Changed Block Tracking was off on DC0_H0_VM0: enabled it/);
+  assert.equal(r1.bytesScanned, 1.5 * 1024 * 1024 * 2, 'only the allocated areas were read');
+  assert.equal(await vmHasSnapshot(), false, 'the backup snapshot was removed');
+  assertVddkClean();
+  await restoreAndCompare(want, 'full');
+
+  // the change ids are in the snapshot record
+  const snaps = JSON.parse(await cli(['--repo', repoDir, '--password-file', passwordFile, '--json', 'snapshots', '--vm', VM]));
+  assert.equal(snaps.length, 1);
+  for (const d of snaps[0].disks) assert.match(d.changeToken, /^[0-9a-f ]+-[0-9a-f ]+\/\d+$/);
+
+  // 2. the guest writes; an incremental reads only what changed
+  scribble(lab.live[0], 2 * 1024 * 1024 + 12345, randomBytes(100_000));
+  scribble(lab.live[1], 0, randomBytes(4096));
+  want = expected();
+  const qBefore = lab.proxy.calls.length;
+  const r2 = JSON.parse(await cli([...backupArgs(), '--verify-unchanged', '5'], env));
+  assert.equal(r2.parent, r1.snapshot);
+  assert.deepEqual(r2.disks.map((d: { read: { kind: string } }) => d.read.kind), ['changed', 'changed']);
+  assert.equal(r2.vsphere.cbtEnabledNow, false);
+  assert.ok(r2.bytesScanned <= 3 * 65536, `incremental scanned ${r2.bytesScanned} bytes`);
+  const since = lab.proxy.calls.slice(qBefore).filter((c) => c.changeId !== '*');
+  assert.ok(since.length >= 3, 'QueryChangedDiskAreas was called in a loop with the stored change ids');
+  assert.equal(await vmHasSnapshot(), false);
+  assertVddkClean();
+  await restoreAndCompare(want, 'incremental');
+
+  // 3. CBT reset on the first disk: its change id is refused, "*" is read instead and the reason reported
+  lab.proxy.resetChangeTracking(DISKS[0].fileName);
+  scribble(lab.live[0], 7 * 1024 * 1024, randomBytes(70_000));
+  want = expected();
+  {
+    const repo = await Repository.open(await openStore(repoDir), { password: REPO_PASSWORD });
+    const source = await VsphereSource.open({
+      server: lab.proxy.url, username: VCSIM_USER, password: VCSIM_PASSWORD, thumbprint: lab.proxy.thumbprint,
+      vm: VM, vddkLibDir: lab.vddkLibDir, vddkEnv: lab.vddkEnv,
+    });
+    try {
+      const r3 = await runBackup(repo, source, { sourceKind: 'vsphere' });
+      assert.equal(r3.disks[0].read.kind, 'allocated');
+      assert.match(r3.disks[0].read.reason, /^change id refused: FileFault: .*change tracking was reset.*"\*"/);
+      assert.equal(r3.disks[1].read.kind, 'changed');
+      assert.equal(r3.chunksNew <= 3, true, `a full read of disk 0 is deduplicated against the parent (${r3.chunksNew} new chunks)`);
+    } finally {
+      await source.close();
+      await repo.close();
+    }
+  }
+  assert.equal(await vmHasSnapshot(), false);
+  assertVddkClean();
+  await restoreAndCompare(want, 'after-reset');
+
+  // 4. a read fails in the middle: the run fails with VDDK's text, nothing is committed,
+  //    and the vSphere snapshot is removed all the same
+  const wantBefore = want;
+  scribble(lab.live[0], 4 * 1024 * 1024, randomBytes(300_000));
+  {
+    const repo = await Repository.open(await openStore(repoDir), { password: REPO_PASSWORD });
+    const source = await VsphereSource.open({
+      server: lab.proxy.url, username: VCSIM_USER, password: VCSIM_PASSWORD, thumbprint: lab.proxy.thumbprint,
+      vm: VM, vddkLibDir: lab.vddkLibDir, vddkEnv: { ...lab.vddkEnv, FAKE_VDDK_FAIL_READ_AT: String(4 * 1024 * 1024 + 200_000) },
+    });
+    try {
+      assert.equal(await vmHasSnapshot(), true, 'the snapshot exists while the backup runs');
+      await assert.rejects(runBackup(repo, source, { sourceKind: 'vsphere' }), /A file access error occurred/);
+    } finally {
+      await source.close();
+      await repo.close();
+    }
+  }
+  assert.equal(await vmHasSnapshot(), false, 'the snapshot was removed after the failed read');
+  assertVddkClean();
+  assert.match(readFileSync(lab.vddkLog, 'utf8'), /Read fault injected/);
+  await restoreAndCompare(wantBefore, 'after-failure'); // latest is still the last good snapshot
+
+  // 5. the next run recovers
+  want = expected();
+  const r5 = JSON.parse(await cli(backupArgs(), env));
+  assert.deepEqual(r5.disks.map((d: { read: { kind: string } }) => d.read.kind), ['changed', 'changed']);
+  assert.equal(await vmHasSnapshot(), false);
+  assertVddkClean();
+  await restoreAndCompare(want, 'recovered');
+});
+
+test('a wrong thumbprint stops the CLI before login; nothing is left behind', async () => {
+  const args = backupArgs();
+  args[args.indexOf('--thumbprint') + 1] = lab.sim.thumbprint; // vcsim's, not the proxy's
+  const opsBefore = lab.proxy.operations.length;
+  await assert.rejects(cli(args, { ...lab.vddkEnv, VSPHERE_PASSWORD: VCSIM_PASSWORD }), /refusing to connect/);
+  assert.equal(lab.proxy.operations.length, opsBefore, 'no SOAP request reached the server');
+  assert.equal(await vmHasSnapshot(), false);
+});
