@@ -70,6 +70,31 @@ export interface PushImageResult {
   durationMs: number;
 }
 
+const unsignedClients = new WeakSet<EBSClient>();
+
+/**
+ * PutSnapshotBlock bodies are not part of the SigV4 signature (the EBS API model marks
+ * the operation `v4-unsigned-body`; the block's own SHA-256 checksum protects it), but
+ * the JS SDK hashes every 512 KiB body for `x-amz-content-sha256` anyway. This sends
+ * `UNSIGNED-PAYLOAD` for PutSnapshotBlock instead, which saves one SHA-256 pass over
+ * every byte pushed. Set PILOTLIGHT_EBS_SIGNED_PAYLOAD=1 to keep the SDK's behaviour.
+ * Idempotent per client.
+ */
+export function useUnsignedBlockPayload(ebs: EBSClient): void {
+  if (process.env.PILOTLIGHT_EBS_SIGNED_PAYLOAD === '1' || unsignedClients.has(ebs)) return;
+  unsignedClients.add(ebs);
+  ebs.middlewareStack.add(
+    (next, context) => async (args) => {
+      const req = args.request as { headers?: Record<string, string> };
+      if ((context as { commandName?: string }).commandName === 'PutSnapshotBlockCommand' && req.headers) {
+        req.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      }
+      return next(args);
+    },
+    { step: 'build', name: 'pilotlightUnsignedBlockPayload' },
+  );
+}
+
 function sha256b64(data: Buffer): string {
   return createHash('sha256').update(data).digest('base64');
 }
@@ -78,6 +103,7 @@ export async function pushImageToEbs(o: PushImageOptions): Promise<PushImageResu
   const t0 = performance.now();
   const { ebs, image, parent } = o;
   const per = chunksPerBlock(image);
+  if (typeof (ebs as { middlewareStack?: unknown }).middlewareStack === 'object') useUnsignedBlockPayload(ebs);
   if (parent && parent.image.capacity !== image.capacity) {
     throw new Error(`the parent image is ${parent.image.capacity} bytes and this one ${image.capacity}: an incremental push needs equal capacities`);
   }

@@ -90,6 +90,7 @@ describe('ebs push (AWS test double)', () => {
     assert.equal(r1.blocksSent, nonZeroBlocks(d1));
     assert.equal(r1.totalBlocks, Math.ceil(CAPACITY / EBS_BLOCK_SIZE));
     assert.ok(dbl.snapshotImage(r1.ebsSnapshotId, CAPACITY).equals(d1), 'first push reassembles to the image');
+    assert.equal(dbl.state.counters.unsignedPayload, r1.blocksSent, 'block bodies are sent unsigned (the EBS model says unsignedPayload)');
 
     const r2 = await ebsPush({ ebs, store, snapshot: s2, diskIndex: 0, openImage: repo.openImage });
     assert.equal(r2.parentEbsSnapshotId, r1.ebsSnapshotId);

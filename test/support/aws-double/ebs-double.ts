@@ -215,6 +215,13 @@ export async function handleEbs(state: AwsDoubleState, req: IncomingMessage, res
         if (req.headers['x-amz-checksum-algorithm'] !== 'SHA256') {
           throw validation('ChecksumAlgorithm must be SHA256.', 'INVALID_PARAMETER_VALUE');
         }
+        // The EBS model marks PutSnapshotBlock `unsignedPayload`: the body is not signed, the
+        // SHA-256 checksum header protects it. A signed payload hash, when sent, must match.
+        const payloadHash = req.headers['x-amz-content-sha256'];
+        if (payloadHash !== undefined && payloadHash !== 'UNSIGNED-PAYLOAD' && payloadHash !== createHash('sha256').update(data).digest('hex')) {
+          throw new EbsError(403, 'AccessDeniedException', 'The x-amz-content-sha256 header does not match the body.', 'UNAUTHORIZED_ACCOUNT');
+        }
+        state.counters.unsignedPayload += payloadHash === 'UNSIGNED-PAYLOAD' ? 1 : 0;
         const sum = createHash('sha256').update(data).digest('base64');
         if (req.headers['x-amz-checksum'] !== sum) {
           state.counters.checksumRejected++;

@@ -108,6 +108,8 @@ export interface AwsDoubleState {
     GetSnapshotBlock: number;
     throttled: number;
     checksumRejected: number;
+    /** PutSnapshotBlock requests that sent x-amz-content-sha256: UNSIGNED-PAYLOAD. */
+    unsignedPayload: number;
     ec2: Record<string, number>;
   };
 }
@@ -129,6 +131,7 @@ export function newState(options: AwsDoubleOptions): AwsDoubleState {
       GetSnapshotBlock: 0,
       throttled: 0,
       checksumRejected: 0,
+      unsignedPayload: 0,
       ec2: {},
     },
   };
