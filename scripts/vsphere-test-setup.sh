@@ -14,6 +14,12 @@ CACHE=${PILOTLIGHT_VSPHERE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pilotlight-vsp
 GOVMOMI=/usr/share/gocode/src/github.com/vmware/govmomi/simulator
 mkdir -p "$CACHE/bin" "$CACHE/fake-vddk/lib64" "$CACHE/gopath"
 
+# Test files run in parallel and each calls this script: one at a time.
+if command -v flock >/dev/null 2>&1 && [ -z "${PILOTLIGHT_VSPHERE_SETUP_LOCKED:-}" ]; then
+  export PILOTLIGHT_VSPHERE_SETUP_LOCKED=1
+  exec flock "$CACHE/.setup.lock" sh "$0" "$@"
+fi
+
 if ! command -v go >/dev/null 2>&1 || [ ! -d "$GOVMOMI" ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "vsphere-test-setup: golang-go and golang-github-vmware-govmomi-dev are missing; run as root or: sudo apt-get install -y golang-go golang-github-vmware-govmomi-dev" >&2
@@ -34,16 +40,16 @@ VCSIM_BIN="$CACHE/bin/pilotlight-vcsim"
 if newer "$VCSIM_SRC" "$VCSIM_BIN"; then
   echo "vsphere-test-setup: building the vcsim launcher (about 30 s the first time)" >&2
   (cd "$ROOT" && GO111MODULE=off GOFLAGS= GOPATH="$CACHE/gopath:/usr/share/gocode" \
-    GOCACHE="$CACHE/gocache" go build -o "$VCSIM_BIN.tmp" ./test/support/vcsim)
-  mv "$VCSIM_BIN.tmp" "$VCSIM_BIN"
+    GOCACHE="$CACHE/gocache" go build -o "$VCSIM_BIN.tmp.$$" ./test/support/vcsim)
+  mv "$VCSIM_BIN.tmp.$$" "$VCSIM_BIN"
 fi
 
 VDDK_SRC="$ROOT/test/support/fake-vddk/fake-vddk.c"
 VDDK_LIB="$CACHE/fake-vddk/lib64/libvixDiskLib.so"
 if newer "$VDDK_SRC" "$VDDK_LIB"; then
   echo "vsphere-test-setup: building the fake VDDK library (test double)" >&2
-  gcc -shared -fPIC -O2 -Wall -Werror -o "$VDDK_LIB.tmp" "$VDDK_SRC" -lpthread
-  mv "$VDDK_LIB.tmp" "$VDDK_LIB"
+  gcc -shared -fPIC -O2 -Wall -Werror -o "$VDDK_LIB.tmp.$$" "$VDDK_SRC" -lpthread
+  mv "$VDDK_LIB.tmp.$$" "$VDDK_LIB"
 fi
 
 echo "$CACHE"

@@ -63,13 +63,15 @@ function expected(): Buffer[] {
 }
 
 async function restoreAndCompare(want: Buffer[], label: string): Promise<void> {
-  for (let i = 0; i < DISKS.length; i++) {
-    const to = path.join(lab.dir, `restore-${label}-${i}.img`);
-    await cli(['--repo', repoDir, '--password-file', passwordFile, 'restore', 'latest', '--vm', VM, '--disk', String(i), '--to', to]);
-    const got = readFileSync(to);
-    assert.equal(got.length, want[i].length, `${label}: disk ${i} size`);
-    assert.ok(got.equals(want[i]), `${label}: restored disk ${i} differs from the disk file at snapshot time`);
-  }
+  await Promise.all(
+    DISKS.map(async (_, i) => {
+      const to = path.join(lab.dir, `restore-${label}-${i}.img`);
+      await cli(['--repo', repoDir, '--password-file', passwordFile, 'restore', 'latest', '--vm', VM, '--disk', String(i), '--to', to]);
+      const got = readFileSync(to);
+      assert.equal(got.length, want[i].length, `${label}: disk ${i} size`);
+      assert.ok(got.equals(want[i]), `${label}: restored disk ${i} differs from the disk file at snapshot time`);
+    }),
+  );
 }
 
 async function vmHasSnapshot(): Promise<boolean> {

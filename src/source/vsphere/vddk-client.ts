@@ -127,16 +127,34 @@ export class VddkWorker {
     return data;
   }
 
-  /** Allocated byte ranges, via QueryAllocatedBlocks (64 KiB granularity by default). */
+  /**
+   * Allocated byte ranges, via QueryAllocatedBlocks (64 KiB granularity by default),
+   * asked in pieces of at most VIXDISKLIB_MAX_CHUNK_NUMBER (512 Ki) chunks as VDDK requires.
+   */
   async allocated(handle: number, capacity: bigint, chunkSectors = 128n): Promise<Array<{ offset: bigint; length: bigint }>> {
     const sectors = capacity / 512n;
-    const r = await this.call<Array<[string, string]>>('allocated', {
-      handle,
-      startSector: '0',
-      numSectors: sectors.toString(),
-      chunk: chunkSectors.toString(),
-    });
-    return r.map(([o, l]) => ({ offset: BigInt(o) * 512n, length: BigInt(l) * 512n }));
+    const step = 512n * 1024n * chunkSectors;
+    const out: Array<{ offset: bigint; length: bigint }> = [];
+    for (let start = 0n; start < sectors; start += step) {
+      const n = sectors - start < step ? sectors - start : step;
+      // VDDK wants whole chunks: round the last piece up, then clip to the capacity
+      const whole = ((n + chunkSectors - 1n) / chunkSectors) * chunkSectors;
+      const r = await this.call<Array<[string, string]>>('allocated', {
+        handle,
+        startSector: start.toString(),
+        numSectors: (start + whole > sectors && whole !== n ? n : whole).toString(),
+        chunk: chunkSectors.toString(),
+      });
+      for (const [o, l] of r) {
+        const offset = BigInt(o) * 512n;
+        let length = BigInt(l) * 512n;
+        if (offset + length > capacity) length = capacity - offset;
+        const last = out[out.length - 1];
+        if (last && last.offset + last.length === offset) last.length += length;
+        else if (length > 0n) out.push({ offset, length });
+      }
+    }
+    return out;
   }
 
   /** VixDiskLib_Exit (closing whatever is still open), then the process ends. */

@@ -101,11 +101,20 @@ export class VsphereDisk implements SourceDisk {
 
   async extents(since: string | undefined): Promise<ExtentPlan> {
     if (!this.info.changeId) {
-      return {
-        kind: 'allocated',
-        extents: this.capacity ? [{ offset: 0, length: this.capacity }] : [],
-        reason: 'full read: the disk has no change id (change tracking is not active on it)',
-      };
+      try {
+        const blocks = await this.src.worker!.allocated(this.handle, this.info.capacity);
+        return {
+          kind: 'allocated',
+          extents: toExtents(blocks),
+          reason: 'the disk has no change id (change tracking is not active on it): allocated blocks from VDDK QueryAllocatedBlocks',
+        };
+      } catch (err) {
+        return {
+          kind: 'allocated',
+          extents: this.capacity ? [{ offset: 0, length: this.capacity }] : [],
+          reason: `full read: the disk has no change id (change tracking is not active on it) and QueryAllocatedBlocks failed (${(err as Error).message})`,
+        };
+      }
     }
     if (since !== undefined && since !== '*') {
       try {

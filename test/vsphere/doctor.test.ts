@@ -1,0 +1,61 @@
+/**
+ * `doctor vsphere` checks against the test doubles (vcsim + change-id proxy + fake VDDK).
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { runDoctor } from '../../src/source/vsphere/doctor.js';
+import { VCSIM_PASSWORD, VCSIM_USER, unclosed } from './helpers.js';
+import { VM, startLab, type Lab } from './lab.js';
+
+let lab: Lab;
+before(async () => {
+  lab = await startLab();
+});
+after(async () => {
+  await lab?.stop();
+});
+
+test('doctor: every check passes, including a snapshot and VDDK reads, and it cleans up', async () => {
+  const checks = await runDoctor({
+    server: lab.proxy.url,
+    username: VCSIM_USER,
+    password: VCSIM_PASSWORD,
+    thumbprint: lab.proxy.thumbprint,
+    vm: VM,
+    vddkLibDir: lab.vddkLibDir,
+    vddkEnv: lab.vddkEnv,
+    snapshotTest: true,
+  });
+  const byName = Object.fromEntries(checks.map((c) => [c.check, c]));
+  for (const c of checks) if (c.check !== 'cbt') assert.ok(c.ok, `${c.check}: ${c.detail}`);
+  assert.deepEqual(Object.keys(byName), ['connectivity', 'thumbprint', 'api', 'login', 'vm', 'cbt', 'vddk', 'snapshot', 'vddk-read']);
+  assert.match(byName.vm.detail, /2 disk\(s\): scsi0:0 key \d+ 8388608 bytes, scsi0:1 key \d+ 4194304 bytes/);
+  assert.equal(byName.cbt.ok, false, 'CBT is off on a fresh simulator VM and doctor says so');
+  assert.match(byName.cbt.detail, /Changed Block Tracking is off/);
+  assert.match(byName.snapshot.detail, /2 of 2 disk\(s\) have a change id/);
+  const u = unclosed(lab.vddkLog);
+  assert.deepEqual([u.handles, u.connections, u.exited], [[], [], true]);
+});
+
+test('doctor: a wrong thumbprint, a wrong password and a missing VDDK are reported as failures', async () => {
+  const bad = await runDoctor({ server: lab.proxy.url, username: VCSIM_USER, password: VCSIM_PASSWORD, thumbprint: lab.sim.thumbprint });
+  assert.deepEqual(bad.map((c) => [c.check, c.ok]), [['connectivity', true], ['thumbprint', false]]);
+  assert.match(bad[1].detail, new RegExp(`certificate thumbprint is ${lab.proxy.thumbprint}`));
+
+  const login = await runDoctor({ server: lab.proxy.url, username: VCSIM_USER, password: 'nope', thumbprint: lab.proxy.thumbprint });
+  const l = login.find((c) => c.check === 'login')!;
+  assert.equal(l.ok, false);
+  assert.match(l.detail, /InvalidLogin/);
+
+  const noVddk = await runDoctor({
+    server: lab.proxy.url, username: VCSIM_USER, password: VCSIM_PASSWORD, thumbprint: lab.proxy.thumbprint,
+    vddkLibDir: path.join(lab.dir, 'no-vddk-here'),
+  });
+  const v = noVddk.find((c) => c.check === 'vddk')!;
+  assert.equal(v.ok, false);
+  assert.match(v.detail, /cannot load VDDK/);
+
+  const down = await runDoctor({ server: 'https://127.0.0.1:1/sdk' });
+  assert.deepEqual(down.map((c) => [c.check, c.ok]), [['connectivity', false]]);
+});
