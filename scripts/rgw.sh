@@ -294,7 +294,7 @@ case "${1:-}" in
   install) cmd_install ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
-  status) cmd_status ;;
+  status) trap - ERR; cmd_status ;;
   env) cmd_env ;;
   clean) cmd_clean ;;
   purge-bucket) cmd_purge_bucket "${2:-}" ;;

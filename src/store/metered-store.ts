@@ -176,6 +176,18 @@ export class MeteredStore implements BlobStore {
     return this.count('delete', 'delete', 0, () => this.inner.delete(name), () => 0);
   }
 
+  /** Deletes many objects: one batch call when the inner store has one (S3 DeleteObjects), else one delete each. */
+  async deleteMany(names: string[]): Promise<void> {
+    const batch = (this.inner as { deleteMany?: (n: string[]) => Promise<void> }).deleteMany;
+    if (typeof batch === 'function') {
+      await this.count('delete', 'deleteMany', 0, () => batch.call(this.inner, names), () => 0);
+      return;
+    }
+    for (let i = 0; i < names.length; i += 16) {
+      await Promise.all(names.slice(i, i + 16).map((n) => this.delete(n)));
+    }
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }

@@ -221,6 +221,18 @@ export class RetryingStore implements BlobStore {
     return this.retry('delete', name, () => this.inner.delete(name));
   }
 
+  /** Deletes many objects: one batch call when the inner store has one (S3), else one delete each. */
+  async deleteMany(names: string[]): Promise<void> {
+    const batch = (this.inner as { deleteMany?: (n: string[]) => Promise<void> }).deleteMany;
+    if (typeof batch === 'function') {
+      await this.retry('deleteMany', `${names.length} objects`, () => batch.call(this.inner, names));
+      return;
+    }
+    for (let i = 0; i < names.length; i += 16) {
+      await Promise.all(names.slice(i, i + 16).map((n) => this.delete(n)));
+    }
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }

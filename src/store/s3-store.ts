@@ -6,6 +6,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -410,7 +411,7 @@ export class S3Store implements BlobStore, RequestReporter {
         }
       };
       await Promise.all(Array.from({ length: Math.min(this.partConcurrency, count) }, worker));
-      const done = await this.send<{ ETag?: string }>(
+      const done = await this.send<{ ETag?: string; ServerSideEncryption?: string }>(
         new CompleteMultipartUploadCommand({
           Bucket: this.bucket,
           Key: key,
@@ -421,18 +422,23 @@ export class S3Store implements BlobStore, RequestReporter {
       );
       // The multipart ETag is md5(concatenated part MD5s)-N: check that the server
       // assembled exactly our parts. RGW answers Complete with an empty ETag: ask HeadObject.
+      // With SSE-KMS (or SSE-C) ETags are not MD5s: then only the size is checked (every
+      // part's Content-MD5 was verified by the server anyway).
       const expected = `${md5(Buffer.concat(digests)).toString('hex')}-${count}`;
       let etag = unquote(done.ETag);
+      let sse = done.ServerSideEncryption;
       let size = body.length;
       if (!etag) {
-        const h = await this.send<{ ETag?: string; ContentLength?: number }>(
+        const h = await this.send<{ ETag?: string; ContentLength?: number; ServerSideEncryption?: string; SSECustomerAlgorithm?: string }>(
           new HeadObjectCommand({ Bucket: this.bucket, Key: key }),
           `HeadObject ${key}`,
         );
         etag = unquote(h.ETag);
+        sse = h.ServerSideEncryption ?? (h.SSECustomerAlgorithm ? 'SSE-C' : undefined);
         size = h.ContentLength ?? size;
       }
-      if (etag !== expected || size !== body.length) {
+      const etagIsMd5 = !sse || sse === 'AES256';
+      if ((etagIsMd5 && etag !== expected) || size !== body.length) {
         // Not ours: never leave a wrong object under a content-addressed name.
         await this.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), `DeleteObject ${key}`).catch(() => {});
         throw new S3StoreError(
@@ -549,6 +555,50 @@ export class S3Store implements BlobStore, RequestReporter {
     } catch (err) {
       if (s3ErrorCode(err) === 'NoSuchKey') return;
       throw this.translate(err, `DeleteObject ${key}`);
+    }
+  }
+
+  /**
+   * Deletes many objects with DeleteObjects, 1,000 keys a request. The request carries
+   * Content-MD5 computed here (DeleteObjects is one of the operations S3 requires an
+   * integrity header for; with WHEN_REQUIRED the SDK would send a CRC32 instead, which
+   * some S3-compatible servers do not accept). Missing objects are fine.
+   */
+  async deleteMany(names: string[]): Promise<void> {
+    const keys = names.map((n) => this.key(n));
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      const cmd = new DeleteObjectsCommand({
+        Bucket: this.bucket,
+        Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+      });
+      cmd.middlewareStack.addRelativeTo(
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any -- smithy's handler types are not a direct dependency
+        (next: (a: any) => Promise<any>) => async (args: any) => {
+          const req = args.request as { headers: Record<string, string>; body?: unknown };
+          if (typeof req.body === 'string' || req.body instanceof Uint8Array) {
+            for (const h of Object.keys(req.headers)) {
+              if (/^x-amz-checksum-|^x-amz-sdk-checksum-algorithm$/i.test(h)) delete req.headers[h];
+            }
+            req.headers['content-md5'] = md5(typeof req.body === 'string' ? Buffer.from(req.body) : req.body).toString('base64');
+          }
+          return next(args);
+        },
+        { relation: 'before', toMiddleware: 'httpSigningMiddleware', name: 'pilotlightDeleteObjectsMd5' },
+      );
+      const out = await this.send<{ Errors?: { Key?: string; Code?: string; Message?: string }[] }>(
+        cmd,
+        `DeleteObjects (${batch.length} keys under ${this.location})`,
+      );
+      const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+      if (errors.length > 0) {
+        const first = errors[0];
+        throw new S3StoreError(
+          `DeleteObjects: ${errors.length} of ${batch.length} objects were not deleted, the first ${first.Key}: ${first.Code} ${first.Message ?? ''}`.trim(),
+          errors.some((e) => e.Code === 'AccessDenied') ? 'S3_ACCESS_DENIED' : 'S3_ERROR',
+          errors.every((e) => e.Code === 'InternalError' || e.Code === 'SlowDown' || e.Code === 'ServiceUnavailable'),
+        );
+      }
     }
   }
 

@@ -32,6 +32,14 @@ async function rawStore(b: string, extra: Partial<S3StoreOptions> = {}): Promise
   return new S3Store({ bucket: b, prefix: 'repo', endpoint: r.endpoint, region: r.region, credentials: r.credentials, ...extra });
 }
 
+/** The S3Store under openStore's decorators. */
+function findS3(store: BlobStore): S3Store {
+  let s: unknown = store;
+  while (s && !(s instanceof S3Store)) s = (s as { inner?: unknown }).inner;
+  assert.ok(s instanceof S3Store);
+  return s;
+}
+
 async function opened(b: string, prefix = 'repo', extra: Parameters<typeof openStore>[1] = {}) {
   const r = await rgw();
   return openStore(`s3://${b}/${prefix}`, {
@@ -197,6 +205,40 @@ describe('s3 store on RGW', () => {
       assert.equal(await cls('data/01/bigpack'), 'STANDARD_IA');
       assert.equal(await cls('index/i1'), 'STANDARD');
       assert.equal(await cls('config'), 'STANDARD');
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('deleteMany uses DeleteObjects with Content-MD5 and no SDK checksum headers', async () => {
+    const b = await bucket('delmany');
+    const store = await opened(b);
+    const headers: Record<string, string>[] = [];
+    const s3 = findS3(store);
+    s3.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if ((context as { commandName?: string }).commandName === 'DeleteObjectsCommand') {
+          headers.push({ ...(args.request as { headers: Record<string, string> }).headers });
+        }
+        return next(args);
+      },
+      { step: 'finalizeRequest', priority: 'low', name: 'testHeaderSpy' },
+    );
+    try {
+      const names = Array.from({ length: 1203 }, (_, i) => `data/${String(i % 256).padStart(2, '0')}/p${i}`);
+      for (let i = 0; i < names.length; i += 64) await Promise.all(names.slice(i, i + 64).map((n) => store.put(n, Buffer.from(n))));
+      const before = storeMetrics(store)!;
+      await (store as unknown as { deleteMany(n: string[]): Promise<void> }).deleteMany([...names.slice(0, 1200), 'data/00/never-existed']);
+      const m = storeMetrics(store)!;
+      assert.equal(m.operations.DeleteObjects - (before.operations.DeleteObjects ?? 0), 2, '1201 keys = 2 requests');
+      assert.equal(headers.length, 2);
+      for (const h of headers) {
+        assert.match(h['content-md5'] ?? '', /^[A-Za-z0-9+/]{22}==$/);
+        assert.deepEqual(Object.keys(h).filter((k) => /checksum/i.test(k)), []);
+      }
+      const left: string[] = [];
+      for await (const o of store.list('data/')) left.push(o.name);
+      assert.deepEqual(left.sort(), names.slice(1200).sort());
     } finally {
       await store.close();
     }
