@@ -168,7 +168,7 @@ test('vSphere end to end: full, incremental, CBT reset, failing read, restores',
     try {
       const r3 = await runBackup(repo, source, { sourceKind: 'vsphere' });
       assert.equal(r3.disks[0].read.kind, 'allocated');
-      assert.match(r3.disks[0].read.reason, /^change id refused: FileFault: .*change tracking was reset.*"\*"/);
+      assert.match(r3.disks[0].read.reason, /^change id refused: .*another change-tracking epoch.*CBT was reset.*"\*"/);
       assert.equal(r3.disks[1].read.kind, 'changed');
       assert.equal(r3.chunksNew <= 3, true, `a full read of disk 0 is deduplicated against the parent (${r3.chunksNew} new chunks)`);
     } finally {
@@ -203,10 +203,14 @@ test('vSphere end to end: full, incremental, CBT reset, failing read, restores',
   assert.match(readFileSync(lab.vddkLog, 'utf8'), /Read fault injected/);
   await restoreAndCompare(wantBefore, 'after-failure'); // latest is still the last good snapshot
 
-  // 5. the next run recovers
+  // 5. the next run recovers; this time vSphere refuses the second disk's change id
+  //    (same epoch, a fault from QueryChangedDiskAreas): that disk falls back to "*"
+  const last = JSON.parse(await cli(['--repo', repoDir, '--password-file', passwordFile, '--json', 'snapshots', '--vm', VM])).at(-1);
+  lab.proxy.rejectChangeId(last.disks[1].changeToken);
   want = expected();
   const r5 = JSON.parse(await cli(backupArgs(), env));
-  assert.deepEqual(r5.disks.map((d: { read: { kind: string } }) => d.read.kind), ['changed', 'changed']);
+  assert.deepEqual(r5.disks.map((d: { read: { kind: string } }) => d.read.kind), ['changed', 'allocated']);
+  assert.match(r5.disks[1].read.reason, /^change id refused: FileFault: .*is not valid for this disk.*"\*"/);
   assert.equal(await vmHasSnapshot(), false);
   assertVddkClean();
   await restoreAndCompare(want, 'recovered');

@@ -290,9 +290,13 @@ export class VimClient {
   }
 
   async logout(): Promise<void> {
-    if (!this.loggedIn) return;
-    this.loggedIn = false;
-    await this.invoke('Logout', { _this: ref(this.serviceContent.sessionManager) });
+    try {
+      if (!this.loggedIn) return;
+      this.loggedIn = false;
+      await this.invoke('Logout', { _this: ref(this.serviceContent.sessionManager) });
+    } finally {
+      (this.requestOptions.httpsAgent as https.Agent | undefined)?.destroy();
+    }
   }
 
   /** RetrievePropertiesEx (+ ContinueRetrievePropertiesEx until no token is left). */

@@ -117,6 +117,17 @@ export class VsphereDisk implements SourceDisk {
       }
     }
     if (since !== undefined && since !== '*') {
+      // A change id is `<CBT epoch uuid>/<sequence>`; another epoch means CBT was reset
+      // (disabled/enabled, VM moved or restored) and the old id must not be trusted.
+      const epoch = (id: string) => (id.includes('/') ? id.slice(0, id.lastIndexOf('/')) : id);
+      if (epoch(since) !== epoch(this.info.changeId)) {
+        const all = await this.query('*');
+        return {
+          kind: 'allocated',
+          extents: toExtents(all.areas),
+          reason: `change id refused: the stored change id ${since} is from another change-tracking epoch than the disk's ${this.info.changeId} (CBT was reset); read all allocated areas ("*") instead, deduplicated against the parent`,
+        };
+      }
       try {
         const r = await this.query(since);
         return { kind: 'changed', extents: toExtents(r.areas), reason: `changed areas since change id ${since} (${r.calls} QueryChangedDiskAreas calls)` };
