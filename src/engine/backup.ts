@@ -219,7 +219,7 @@ interface BatchResult {
   ids: Buffer;
   isZero: boolean[];
   /** Chunk positions in the batch that this batch must store, with their blobs. */
-  newBlobs: Map<number, Uint8Array>;
+  newBlobs: Map<number, Buffer>;
 }
 
 /** A fixed set of 1 MiB buffers moved between the reader and the workers (transferred, never copied). */
@@ -260,13 +260,8 @@ async function backupDisk(
     try {
       await disk.read(new Uint8Array(buf, 0, batch.length), batch.offset, batch.length);
       const w = pool.pick();
-      const seq = pool.newSeq();
-      const hashed = await pool.call<Extract<import('./worker-pool.js').WorkerReply, { op: 'hashed' }>>(
-        w,
-        { op: 'hash', seq, buf, lengths: batch.lengths },
-        [buf],
-      );
-      const ids = Buffer.from(hashed.ids.buffer, hashed.ids.byteOffset, hashed.ids.byteLength);
+      const hashed = await pool.hash(w, buf, batch.lengths);
+      const ids = hashed.ids;
       const candidates: number[] = [];
       const candidateIds: Buffer[] = [];
       hashed.isZero.forEach((z, i) => {
@@ -280,15 +275,10 @@ async function backupDisk(
       candidates.forEach((i, k) => {
         if (!known[k] && writer.claim(candidateIds[k]!)) which.push(i);
       });
-      const encoded = await pool.call<Extract<import('./worker-pool.js').WorkerReply, { op: 'encoded' }>>(w, {
-        op: 'encode',
-        seq,
-        which,
-        codec: repo.defaultCodec,
-      });
+      const encoded = await pool.encode(w, hashed.seq, which, repo.defaultCodec);
       handedBack = true;
       buffers.release(encoded.buf);
-      const newBlobs = new Map<number, Uint8Array>();
+      const newBlobs = new Map<number, Buffer>();
       which.forEach((i, k) => newBlobs.set(i, encoded.blobs[k]!));
       return { batch, ids, isZero: hashed.isZero, newBlobs };
     } catch (err) {
@@ -310,7 +300,7 @@ async function backupDisk(
       }
       const blob = newBlobs.get(i);
       if (blob) {
-        const stored = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
+        const stored = blob;
         await writer.add(BlobType.Data, Buffer.from(id), stored, len);
         counters.chunksNew++;
         counters.bytesNew += len;
@@ -390,12 +380,7 @@ async function verifyUnchanged(
         return b;
       }),
     );
-    const seq = pool.newSeq();
-    const hashed = await pool.call<Extract<import('./worker-pool.js').WorkerReply, { op: 'hashedPlain' }>>(pool.pick(), {
-      op: 'hashPlain',
-      seq,
-      items: datas,
-    });
+    const hashedIds = await pool.hashPlain(datas);
     for (let j = 0; j < group.length; j++) {
       const i = group[j]!;
       const p = Math.floor(i / 1024);
@@ -405,7 +390,7 @@ async function verifyUnchanged(
       }
       const expected = leaf!.subarray((i - p * 1024) * ID_BYTES, (i - p * 1024 + 1) * ID_BYTES);
       const isZero = datas[j]!.every((b) => b === 0);
-      const same = isZero ? isZeroId(expected) : Buffer.from(hashed.ids[j]!).equals(expected);
+      const same = isZero ? isZeroId(expected) : hashedIds[j]!.equals(expected);
       if (!same) mismatches++;
     }
   }

@@ -12,7 +12,7 @@ import { Codec, Compression } from '../repo/compression.js';
 import { Sealer } from '../repo/crypto.js';
 import { ID_BYTES } from '../repo/format.js';
 import { createKeyedHasher } from '../repo/hasher.js';
-import type { WorkerReply, WorkerRequest, WorkerSetup } from './worker-pool.js';
+import type { BlobRef, WorkerReply, WorkerRequest, WorkerSetup } from './worker-pool.js';
 
 const setup = workerData as WorkerSetup;
 const hasher = await createKeyedHasher(setup.idKey);
@@ -29,6 +29,21 @@ function chunkViews(buf: ArrayBuffer, lengths: number[]): Buffer[] {
     o += len;
   }
   return out;
+}
+
+/** Packs byte arrays into one new ArrayBuffer, so the reply can move it instead of copying each. */
+function pack(parts: Uint8Array[]): { buf: ArrayBuffer; refs: BlobRef[] } {
+  const total = parts.reduce((s, p) => s + p.length, 0);
+  const buf = new ArrayBuffer(total);
+  const view = new Uint8Array(buf);
+  const refs: BlobRef[] = [];
+  let o = 0;
+  for (const p of parts) {
+    view.set(p, o);
+    refs.push({ offset: o, length: p.length });
+    o += p.length;
+  }
+  return { buf, refs };
 }
 
 function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer[] } {
@@ -51,18 +66,24 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       if (!h) throw new Error(`no batch ${msg.seq} held`);
       held.delete(msg.seq);
       const chunks = chunkViews(h.buf, h.lengths);
-      const blobs = msg.which.map((i) => codec.encode(msg.codec as Codec, chunks[i]!));
-      return { reply: { op: 'encoded', seq: msg.seq, blobs, buf: h.buf }, transfer: [h.buf] };
+      const { buf, refs } = pack(msg.which.map((i) => codec.encode(msg.codec as Codec, chunks[i]!)));
+      return { reply: { op: 'encoded', seq: msg.seq, blobs: buf, refs, buf: h.buf }, transfer: [buf, h.buf] };
     }
     case 'decode': {
-      const plains = msg.items.map((it) => {
+      const data = Buffer.from(msg.data);
+      const errors = new Map<number, string>();
+      const plains: Uint8Array[] = msg.items.map((it, k) => {
         try {
-          return codec.decode(it.stored, it.id, it.what);
+          if (it.offset + it.length > data.length) throw new Error(`${it.what}: range past the end of the data read`);
+          return codec.decode(data.subarray(it.offset, it.offset + it.length), it.id, it.what);
         } catch (err) {
-          return { error: (err as Error).message };
+          errors.set(k, (err as Error).message);
+          return new Uint8Array(0);
         }
       });
-      return { reply: { op: 'decoded', seq: msg.seq, plains }, transfer: [] };
+      const { buf, refs } = pack(plains);
+      const out = refs.map((r, k) => (errors.has(k) ? { error: errors.get(k)! } : r));
+      return { reply: { op: 'decoded', seq: msg.seq, plain: buf, refs: out }, transfer: [buf] };
     }
     case 'hashPlain': {
       return { reply: { op: 'hashedPlain', seq: msg.seq, ids: msg.items.map((d) => hasher.hash(d)) }, transfer: [] };

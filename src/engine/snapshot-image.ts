@@ -5,10 +5,10 @@ import { Repository } from '../repo/repository.js';
 import { ManifestReader, chunkCount } from '../snapshot/manifest.js';
 import { DiskRecord, SnapshotRecord } from '../snapshot/snapshot-record.js';
 import { DiskChunk, DiskImage } from './disk-image.js';
-import { WorkerPool, WorkerReply } from './worker-pool.js';
+import { WorkerPool } from './worker-pool.js';
 
-/** Chunks fetched together: 256 x 64 KiB = 16 MiB of disk. */
-const WINDOW = 256;
+/** Chunks fetched together: 128 x 64 KiB = 8 MiB of disk. */
+const WINDOW = 128;
 /** Blobs of one pack closer than this are fetched in one ranged GET. */
 const COALESCE_GAP = 256 * 1024;
 /** Ranged GETs in flight. */
@@ -149,16 +149,13 @@ export class SnapshotImage implements DiskImage {
       );
     }
     const items = group.map((g) => ({
-      stored: bytes.subarray(g.e.offset - first.offset, g.e.offset - first.offset + g.e.length),
+      offset: g.e.offset - first.offset,
+      length: g.e.length,
       id: g.e.id,
       what: `chunk ${g.e.id.toString('hex')} in ${name}`,
     }));
-    const reply = await this.pool.call<Extract<WorkerReply, { op: 'decoded' }>>(this.pool.pick(), {
-      op: 'decode',
-      seq: this.pool.newSeq(),
-      items,
-    });
-    reply.plains.forEach((p, j) => {
+    const plains = await this.pool.decode(bytes, items);
+    plains.forEach((p, j) => {
       const g = group[j]!;
       if ('error' in p) {
         throw new DataIntegrityError(`snapshot ${this.record.id} disk ${this.disk.name}: ${p.error}`, [g.e.id.toString('hex')]);
@@ -167,7 +164,7 @@ export class SnapshotImage implements DiskImage {
       if (p.length !== slot.length) {
         throw new DataIntegrityError(`chunk ${g.e.id.toString('hex')} has ${p.length} bytes, expected ${slot.length}`, [g.e.id.toString('hex')]);
       }
-      slot.data = Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+      slot.data = p;
     });
   }
 

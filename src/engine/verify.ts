@@ -4,7 +4,7 @@ import { decodeTrailer, trailerLength } from '../repo/pack.js';
 import { Repository } from '../repo/repository.js';
 import { ManifestReader, chunkCount, levelSizes } from '../snapshot/manifest.js';
 import { SnapshotCatalog, SnapshotRecord } from '../snapshot/snapshot-record.js';
-import { WorkerPool, WorkerReply } from './worker-pool.js';
+import { WorkerPool } from './worker-pool.js';
 
 export interface VerifyReport {
   ok: boolean;
@@ -118,24 +118,21 @@ async function checkPack(
   } catch (err) {
     return { blobs: 0, problems: [...problems, `pack ${name}: ${(err as Error).message}`], damagedIds, unreadable: true };
   }
-  for (let k = 0; k < entries.length; k += 64) {
-    const group = entries.slice(k, k + 64);
-    const reply = await pool.call<Extract<WorkerReply, { op: 'decoded' }>>(pool.pick(), {
-      op: 'decode',
-      seq: pool.newSeq(),
-      items: group.map((e) => ({
-        stored: bytes.subarray(e.offset, e.offset + e.length),
-        id: e.id,
-        what: `${e.type === BlobType.Data ? 'chunk' : 'page'} ${e.id.toString('hex')} in ${name}`,
-      })),
-    });
-    reply.plains.forEach((p, j) => {
-      if ('error' in p) {
-        problems.push(p.error);
-        damagedIds.push(group[j]!.id.toString('hex'));
-      }
-    });
-  }
+  const plains = await pool.decode(
+    bytes,
+    entries.map((e) => ({
+      offset: e.offset,
+      length: e.length,
+      id: e.id,
+      what: `${e.type === BlobType.Data ? 'chunk' : 'page'} ${e.id.toString('hex')} in ${name}`,
+    })),
+  );
+  plains.forEach((p, j) => {
+    if ('error' in p) {
+      problems.push(p.error);
+      damagedIds.push(entries[j]!.id.toString('hex'));
+    }
+  });
   return { blobs: entries.length, problems, damagedIds, unreadable: false };
 }
 

@@ -8,20 +8,33 @@ export interface WorkerSetup {
   zstdLevel: number;
 }
 
+/** A blob inside a transferred buffer. */
+export interface BlobRef {
+  offset: number;
+  length: number;
+}
+
 export type WorkerRequest =
   | { op: 'hash'; seq: number; buf: ArrayBuffer; lengths: number[] }
   | { op: 'encode'; seq: number; which: number[]; codec: number }
-  | { op: 'decode'; seq: number; items: { stored: Uint8Array; id: Uint8Array; what: string }[] }
+  | { op: 'decode'; seq: number; data: ArrayBuffer; items: (BlobRef & { id: Uint8Array; what: string })[] }
   | { op: 'hashPlain'; seq: number; items: Uint8Array[] };
 
 export type WorkerReply =
   | { op: 'hashed'; seq: number; ids: Uint8Array; isZero: boolean[] }
-  | { op: 'encoded'; seq: number; blobs: Uint8Array[]; buf: ArrayBuffer }
-  | { op: 'decoded'; seq: number; plains: (Uint8Array | { error: string })[] }
+  | { op: 'encoded'; seq: number; blobs: ArrayBuffer; refs: BlobRef[]; buf: ArrayBuffer }
+  | { op: 'decoded'; seq: number; plain: ArrayBuffer; refs: (BlobRef | { error: string })[] }
   | { op: 'hashedPlain'; seq: number; ids: Uint8Array[] }
   | { op: 'error'; seq: number; message: string };
 
-/** Worker threads for hashing, compression, encryption and verification; one per core by default. */
+type Reply<K extends WorkerReply['op']> = Extract<WorkerReply, { op: K }>;
+
+/**
+ * Worker threads for hashing, compression, encryption and verification; one per
+ * core by default. Bulk bytes cross threads as transferred ArrayBuffers (moved,
+ * never copied): a batch buffer goes to a worker for hashing and comes back with
+ * the encoded blobs packed into one new buffer.
+ */
 export class WorkerPool {
   private readonly workers: Worker[] = [];
   private readonly load: number[] = [];
@@ -73,19 +86,46 @@ export class WorkerPool {
     return best;
   }
 
-  newSeq(): number {
-    return this.nextSeq++;
-  }
-
-  /** Sends a request to worker `w`; the reply comes back by the request's seq. */
-  call<R extends WorkerReply>(w: number, req: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<R> {
+  private call<R extends WorkerReply>(w: number, req: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<R> {
     if (this.dead) return Promise.reject(this.dead);
     return new Promise<R>((resolve, reject) => {
-      // An encode reuses its batch's hash seq; the hash reply has been taken by then.
       this.waiting.set(req.seq, { resolve: resolve as (r: WorkerReply) => void, reject, w });
       this.load[w]!++;
       this.workers[w]!.postMessage(req, transfer);
     });
+  }
+
+  /**
+   * Hashes the chunks of a batch on worker `w` (which keeps the buffer: `buf` is
+   * detached here). Follow with `encode` on the same worker and seq.
+   */
+  async hash(w: number, buf: ArrayBuffer, lengths: number[]): Promise<{ seq: number; ids: Buffer; isZero: boolean[] }> {
+    const seq = this.nextSeq++;
+    const r = await this.call<Reply<'hashed'>>(w, { op: 'hash', seq, buf, lengths }, [buf]);
+    return { seq, ids: Buffer.from(r.ids.buffer, r.ids.byteOffset, r.ids.byteLength), isZero: r.isZero };
+  }
+
+  /** Encodes chunks `which` of a held batch; returns their stored forms and the batch buffer. */
+  async encode(w: number, seq: number, which: number[], codec: number): Promise<{ blobs: Buffer[]; buf: ArrayBuffer }> {
+    const r = await this.call<Reply<'encoded'>>(w, { op: 'encode', seq, which, codec });
+    return { blobs: r.refs.map((ref) => Buffer.from(r.blobs, ref.offset, ref.length)), buf: r.buf };
+  }
+
+  /**
+   * Opens, decompresses and verifies blobs held in `data` at the given places.
+   * `data` is moved to the worker when it owns its whole ArrayBuffer, else copied.
+   */
+  async decode(data: Buffer, items: (BlobRef & { id: Uint8Array; what: string })[]): Promise<(Buffer | { error: string })[]> {
+    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer);
+    const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+    const seq = this.nextSeq++;
+    const r = await this.call<Reply<'decoded'>>(this.pick(), { op: 'decode', seq, data: ab as ArrayBuffer, items }, [ab as ArrayBuffer]);
+    return r.refs.map((ref) => ('error' in ref ? ref : Buffer.from(r.plain, ref.offset, ref.length)));
+  }
+
+  async hashPlain(items: Uint8Array[]): Promise<Buffer[]> {
+    const r = await this.call<Reply<'hashedPlain'>>(this.pick(), { op: 'hashPlain', seq: this.nextSeq++, items });
+    return r.ids.map((id) => Buffer.from(id));
   }
 
   async close(): Promise<void> {

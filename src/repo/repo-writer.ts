@@ -27,7 +27,7 @@ export interface WriterOptions {
  * a blob twice and never stores one the repository already holds.
  */
 export class RepoWriter {
-  private readonly open = new Map<BlobType, { parts: Buffer[]; entries: PackEntry[]; size: number }>();
+  private readonly open = new Map<BlobType, OpenPack>();
   /** Ids added by this run and not yet in the local cache: hex -> true. Bounded by unindexed packs. */
   private readonly pending = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
@@ -71,21 +71,19 @@ export class RepoWriter {
     if (this.failure) throw this.failure;
     if (id.length !== ID_BYTES) throw new Error('bad id length');
     let p = this.open.get(type);
-    if (!p) this.open.set(type, (p = { parts: [], entries: [], size: 0 }));
-    p.entries.push({ type, id, offset: p.size, length: stored.length, rawLength });
-    p.parts.push(stored);
-    p.size += stored.length;
+    if (!p) this.open.set(type, (p = new OpenPack(this.repo.config.packSize)));
+    p.append(type, id, stored, rawLength);
     if (p.size >= this.repo.config.packSize) {
       this.open.delete(type);
-      await this.startUpload(type, p.parts, p.entries);
+      await this.startUpload(type, p);
     }
   }
 
-  private async startUpload(type: BlobType, parts: Buffer[], entries: PackEntry[]): Promise<void> {
+  private async startUpload(type: BlobType, pack: OpenPack): Promise<void> {
     while (this.uploads.size >= this.maxUploads) await Promise.race(this.uploads);
     if (this.failure) throw this.failure;
-    parts.push(encodeTrailer(entries, this.repo.sealer));
-    const bytes = Buffer.concat(parts);
+    const entries = pack.entries;
+    const bytes = pack.finish(encodeTrailer(entries, this.repo.sealer));
     const packId = this.repo.hasher.hash(bytes);
     const name = packObjectName(type, packId.toString('hex'));
     const up = this.repo.store
@@ -129,7 +127,7 @@ export class RepoWriter {
     const p = this.open.get(type);
     if (p && p.entries.length > 0) {
       this.open.delete(type);
-      await this.startUpload(type, p.parts, p.entries);
+      await this.startUpload(type, p);
     }
   }
 
@@ -146,5 +144,38 @@ export class RepoWriter {
   async abandon(): Promise<void> {
     while (this.uploads.size > 0) await Promise.race(this.uploads);
     await this.indexChain;
+  }
+}
+
+/** A pack being filled: blobs are copied into one buffer as they come, so closing it copies nothing. */
+class OpenPack {
+  private buf: Buffer;
+  size = 0;
+  readonly entries: PackEntry[] = [];
+
+  constructor(packSize: number) {
+    // metadata packs usually stay small: start at 1 MiB and grow by doubling
+    this.buf = Buffer.allocUnsafe(Math.min(packSize + 65536, 1 << 20));
+  }
+
+  private reserve(n: number): void {
+    if (this.size + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.size + n, this.buf.length * 2));
+    this.buf.copy(bigger, 0, 0, this.size);
+    this.buf = bigger;
+  }
+
+  append(type: BlobType, id: Buffer, stored: Buffer, rawLength: number): void {
+    this.reserve(stored.length);
+    stored.copy(this.buf, this.size);
+    this.entries.push({ type, id, offset: this.size, length: stored.length, rawLength });
+    this.size += stored.length;
+  }
+
+  /** The whole pack: blobs, then the sealed trailer and its length. */
+  finish(trailer: Buffer): Buffer {
+    this.reserve(trailer.length);
+    trailer.copy(this.buf, this.size);
+    return this.buf.subarray(0, this.size + trailer.length);
   }
 }
