@@ -17,6 +17,7 @@ import { WorkerPool } from '../engine/worker-pool.js';
 import { UserError } from '../repo/errors.js';
 import type { Repository } from '../repo/repository.js';
 import { SnapshotCatalog, SnapshotRecord } from '../snapshot/snapshot-record.js';
+import { interruptSignal } from './commands.js';
 import { formatBytes, globals, openRepo, parseIntOption, printJson } from './context.js';
 
 /** AWS options shared by the cloud commands. */
@@ -91,6 +92,8 @@ export interface EbsPushCliOptions extends AwsOptions {
   timeoutMinutes?: number;
   json?: boolean;
   waitIntervalMs?: number;
+  /** Stops the push (Ctrl-C): nothing is recorded, the EBS snapshot is left pending. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -118,6 +121,7 @@ export async function pushSnapshotToEbs(repo: Repository, record: SnapshotRecord
         full: opts.full,
         timeoutMinutes: opts.timeoutMinutes,
         waitIntervalMs: opts.waitIntervalMs,
+        signal: opts.signal,
         openImage: async (s, i) => openDiskImage(repo, pool, typeof s === 'string' ? await catalog.load(s) : s.id === record.id ? record : await catalog.load(s.id), i),
         onProgress: (p) => progress.tick(`ebs push disk ${diskIndex}: ${p.blocksSent} blocks, ${formatBytes(p.bytesSent)}`),
       });
@@ -149,9 +153,10 @@ export function registerEbs(program: Command): Command {
     run(cmd, async () => {
       const g = globals(cmd);
       const repo = await openRepo(cmd);
+      const interrupt = interruptSignal();
       try {
         const record = await new SnapshotCatalog(repo).resolve(ref, opts.vm);
-        const results = await pushSnapshotToEbs(repo, record, { ...opts, json: g.json }, opts.disk === undefined ? undefined : [opts.disk]);
+        const results = await pushSnapshotToEbs(repo, record, { ...opts, json: g.json, signal: interrupt.signal }, opts.disk === undefined ? undefined : [opts.disk]);
         if (g.json) printJson({ snapshot: record.id, vm: record.vm, disks: results });
         else {
           for (const r of results) {
@@ -166,6 +171,7 @@ export function registerEbs(program: Command): Command {
           }
         }
       } finally {
+        interrupt.dispose();
         await repo.close();
       }
     }),
