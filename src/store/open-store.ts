@@ -16,6 +16,8 @@ export interface OpenStoreOptions {
   retry?: RetryOptions;
   /** Further S3Store settings (multipart threshold, part size, credentials, ...). */
   s3?: Partial<S3StoreOptions>;
+  /** Probe conditional-put support at open instead of before the first conditional put. */
+  probeConditionalPut?: boolean;
 }
 
 export interface ParsedLocation {
@@ -57,8 +59,10 @@ function endpointFromEnv(): string | undefined {
  *   wrapped in RetryingStore and MeteredStore. Credentials come from the standard AWS
  *   chain (env, profile, SSO, instance role); the region from AWS_REGION /
  *   AWS_DEFAULT_REGION / the profile, `us-east-1` for a custom endpoint without one.
- *   Opening checks the bucket and whether the server honours `If-None-Match: *`
- *   (capabilities.conditionalPut), at the price of three small requests.
+ *   Opening checks that the bucket exists (one HeadBucket). Whether the server honours
+ *   `If-None-Match: *` (capabilities.conditionalPut) is probed before the first
+ *   conditional put (two PUTs and a DELETE of a probe object), or at open with
+ *   `probeConditionalPut: true`.
  *
  * Every store returned has `metrics()` (see metered-store.ts).
  */
@@ -100,14 +104,15 @@ export async function openStore(location: string, options: OpenStoreOptions = {}
     },
   });
   meter = new MeteredStore(retrying);
-  if (options.s3?.conditionalPut === undefined) {
-    try {
+  try {
+    await retrying.retry('open', 'HeadBucket', () => s3.checkBucket());
+    if (options.probeConditionalPut && options.s3?.conditionalPut === undefined) {
       await retrying.retry('probe', 'If-None-Match', () => s3.probeConditionalPut());
-    } catch (err) {
-      await s3.close();
-      if (err instanceof S3StoreError) throw err;
-      throw s3.translate(err, `opening ${s3.location}`);
     }
+  } catch (err) {
+    await s3.close();
+    if (err instanceof S3StoreError) throw err;
+    throw s3.translate(err, `opening ${s3.location}`);
   }
   return meter;
 }

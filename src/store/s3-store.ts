@@ -8,6 +8,7 @@ import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -63,8 +64,9 @@ export interface S3StoreOptions {
   /** Connections kept per host, all operations together. Default 64. */
   maxSockets?: number;
   /**
-   * Whether the server honours `If-None-Match: *` on PUT atomically. Unset: false until
-   * `probeConditionalPut()` has tested the server (openStore does that).
+   * Whether the server honours `If-None-Match: *` on PUT atomically. Unset: the server is
+   * probed (probeConditionalPut) before the first put with ifNotExists, and
+   * `capabilities.conditionalPut` is false until then.
    */
   conditionalPut?: boolean;
   /** Milliseconds to establish a connection. Default 10 s. */
@@ -138,7 +140,7 @@ const OPERATION_CLASS: Record<string, RequestClass> = {
  *   A failed multipart upload is aborted; S3 never lists incomplete uploads, so a put
  *   is atomic either way.
  * - put with ifNotExists: `If-None-Match: *` (412 -> BlobExistsError) when the server
- *   honours it, else HEAD then PUT (not atomic against a concurrent writer:
+ *   honours it (probed before the first such put), else HEAD then PUT (not atomic against a concurrent writer:
  *   `capabilities.conditionalPut` is false then). Always a single PutObject (<= 5 GiB).
  * - get: GetObject, with `Range` for a range; a short answer is BlobRangeError.
  * - list: ListObjectsV2, page by page; keys that are not valid blob names (folder
@@ -152,6 +154,8 @@ export class S3Store implements BlobStore, RequestReporter {
   readonly prefix: string;
   readonly client: S3Client;
   private readonly caps: StoreCapabilities;
+  private readonly autoProbe: boolean;
+  private probing?: Promise<boolean>;
   private readonly ownsClient: boolean;
   private readonly storageClass?: string;
   private readonly multipartThreshold: number;
@@ -174,6 +178,7 @@ export class S3Store implements BlobStore, RequestReporter {
     this.prefix = prefix;
     this.location = `s3://${this.bucket}/${prefix}`;
     this.caps = { conditionalPut: options.conditionalPut ?? false };
+    this.autoProbe = options.conditionalPut === undefined;
     this.storageClass = options.storageClass;
     this.multipartThreshold = options.multipartThreshold ?? 32 * MiB;
     this.partSize = Math.max(MIN_PART, options.partSize ?? 16 * MiB);
@@ -338,6 +343,7 @@ export class S3Store implements BlobStore, RequestReporter {
       if (body.length > MAX_SINGLE_PUT) {
         throw new S3StoreError(`put ${name} with ifNotExists: ${body.length} bytes is over the 5 GiB single-PUT limit`, 'S3_ERROR', false);
       }
+      if (this.autoProbe) await this.probeConditionalPut();
       if (!this.caps.conditionalPut && (await this.head(name))) throw new BlobExistsError(name, this.location);
       try {
         await this.putSingle(key, body, storageClass, `PutObject ${key}`, this.caps.conditionalPut);
@@ -606,9 +612,40 @@ export class S3Store implements BlobStore, RequestReporter {
    * Tests whether the server honours `If-None-Match: *` on PUT, with a probe object
    * whose name no blob can have (`<prefix>.tmp-probe-<random>`, never listed), and
    * sets `capabilities.conditionalPut`. Throws the clear error for a missing bucket or
-   * an unreachable server; read-only credentials just mean "no".
+   * an unreachable server; read-only credentials just mean "no". Runs once per store
+   * (concurrent callers share it; a failed probe is tried again next time).
+   *
+   * Done lazily, before the first conditional put, rather than at open: read-only
+   * commands (restore, verify, stats) then write nothing, which matters for versioned
+   * and Object Lock buckets and for read-only credentials.
    */
-  async probeConditionalPut(): Promise<boolean> {
+  probeConditionalPut(): Promise<boolean> {
+    this.probing ??= this.runProbe().catch((err) => {
+      this.probing = undefined;
+      throw err;
+    });
+    return this.probing;
+  }
+
+  /**
+   * Checks that the bucket exists (HeadBucket, one request, writes nothing). A 403 is
+   * let through: credentials may be allowed to read and write objects without the
+   * s3:ListBucket permission HeadBucket needs.
+   */
+  async checkBucket(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      const status = errorStatus(err);
+      if (status === 403) return;
+      if (status === 404 || s3ErrorCode(err) === 'NotFound' || s3ErrorCode(err) === 'NoSuchBucket') {
+        throw this.translate(Object.assign(new Error('NoSuchBucket'), { Code: 'NoSuchBucket', $metadata: { httpStatusCode: 404 } }), `HeadBucket ${this.bucket}`);
+      }
+      throw this.translate(err, `HeadBucket ${this.bucket}`);
+    }
+  }
+
+  private async runProbe(): Promise<boolean> {
     const key = `${this.prefix}.tmp-probe-${randomBytes(8).toString('hex')}`;
     const body = Buffer.from('pilotlight conditional put probe\n');
     let supported = false;

@@ -49,10 +49,10 @@ async function opened(b: string, prefix = 'repo', extra: Parameters<typeof openS
   });
 }
 
-/** The full stack the CLI uses: openStore -> MeteredStore(RetryingStore(S3Store)), conditional put probed. */
+/** The full stack the CLI uses: openStore -> MeteredStore(RetryingStore(S3Store)), conditional put probed at open. */
 storeConformance('s3 (openStore on RGW)', {
   async create() {
-    return opened(await bucket('conf'), `p-${randomBytes(3).toString('hex')}`);
+    return opened(await bucket('conf'), `p-${randomBytes(3).toString('hex')}`, { probeConditionalPut: true });
   },
   async destroy(store: BlobStore) {
     await store.close();
@@ -70,14 +70,28 @@ storeConformance('s3 (bare S3Store, multipart >5 MiB, HEAD-then-PUT for ifNotExi
 });
 
 describe('s3 store on RGW', () => {
-  it('RGW 16.2 honours If-None-Match: * on PUT, so openStore reports conditionalPut', async () => {
-    const store = await opened(await bucket('cond'));
+  it('RGW 16.2 honours If-None-Match: * on PUT; the probe runs before the first conditional put, not at open', async () => {
+    const b = await bucket('cond');
+    const store = await opened(b);
     try {
+      const atOpen = storeMetrics(store)!;
+      assert.deepEqual([atOpen.head, atOpen.put, atOpen.delete], [1, 0, 0], 'open is one HeadBucket and writes nothing');
+      assert.equal(store.capabilities.conditionalPut, false, 'not known before the probe');
+      await Promise.all([
+        store.put('config', Buffer.from('a'), { ifNotExists: true }),
+        assert.rejects(store.put('config', Buffer.from('b'), { ifNotExists: true }), /already exists/),
+      ]);
       assert.equal(store.capabilities.conditionalPut, true);
+      const m = storeMetrics(store)!;
+      assert.equal(m.operations.PutObject, 2 + 2, 'one probe (two PUTs) shared by both callers, then two conditional PUTs');
+      assert.equal(m.operations.DeleteObject, 1);
       // The probe object is gone and was never a blob.
       const r = await rgw();
-      const listed = await r.client.send(new ListObjectsV2Command({ Bucket: buckets.at(-1)! }));
-      assert.equal(listed.KeyCount ?? 0, 0);
+      const listed = await r.client.send(new ListObjectsV2Command({ Bucket: b }));
+      assert.deepEqual(
+        (listed.Contents ?? []).map((o) => o.Key),
+        ['repo/config'],
+      );
     } finally {
       await store.close();
     }
@@ -90,7 +104,7 @@ describe('s3 store on RGW', () => {
       const small = randomBytes(8 * MiB);
       await store.put('data/00/small', small, { kind: 'data' });
       let m = storeMetrics(store)!;
-      assert.equal(m.operations.PutObject, 1 + 2, 'one PutObject for the object (plus two from the conditional-put probe)');
+      assert.equal(m.operations.PutObject, 1);
       assert.equal(m.operations.UploadPart, undefined);
 
       const big = randomBytes(20 * MiB + 3);
@@ -250,7 +264,7 @@ describe('s3 store on RGW', () => {
     try {
       const start = storeMetrics(store)!;
       assert.equal(start.countedPer, 'wire');
-      assert.deepEqual([start.put, start.delete], [2, 1], 'the conditional-put probe: two PUTs and a DELETE');
+      assert.deepEqual([start.head, start.put, start.total], [1, 0, 1], 'open: one HeadBucket');
       await store.put('a/1', Buffer.alloc(1000, 1));
       await store.put('a/2', Buffer.alloc(500, 2));
       assert.equal((await store.get('a/1')).length, 1000);
@@ -374,25 +388,31 @@ describe('s3 store on RGW', () => {
   });
 
   it('connections cut by the network are retried and the operation completes', async () => {
-    // A TCP proxy in front of RGW that resets the first connections it gets.
+    // A TCP proxy in front of RGW that resets the connection carrying each of the next `resets` requests.
     const r = await rgw();
     const target = new URL(r.endpoint);
-    let resets = 2;
+    let resets = 0;
     const sockets = new Set<net.Socket>();
     const proxy = net.createServer((client) => {
-      sockets.add(client);
-      client.on('close', () => sockets.delete(client));
-      if (resets > 0) {
-        resets--;
-        client.once('data', () => client.resetAndDestroy());
-        return;
-      }
       const upstream = net.connect(Number(target.port), target.hostname);
-      sockets.add(upstream);
-      upstream.on('close', () => sockets.delete(upstream));
-      client.pipe(upstream).pipe(client);
-      client.on('error', () => upstream.destroy());
-      upstream.on('error', () => client.destroy());
+      for (const sock of [client, upstream]) {
+        sockets.add(sock);
+        sock.on('close', () => sockets.delete(sock));
+        sock.on('error', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.on('data', (chunk) => {
+        if (resets > 0) {
+          resets--;
+          client.resetAndDestroy();
+          upstream.destroy();
+          return;
+        }
+        upstream.write(chunk);
+      });
+      upstream.pipe(client);
     });
     await new Promise<void>((res) => proxy.listen(0, '127.0.0.1', res));
     const port = (proxy.address() as net.AddressInfo).port;
@@ -404,6 +424,7 @@ describe('s3 store on RGW', () => {
       s3: { credentials: r.credentials, conditionalPut: true },
     });
     try {
+      resets = 2;
       const data = randomBytes(300_000);
       await store.put('data/00/p', data);
       assert.deepEqual(retried, ['put:S3_NETWORK', 'put:S3_NETWORK']);
