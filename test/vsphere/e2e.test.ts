@@ -9,7 +9,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -223,4 +223,36 @@ test('a wrong thumbprint stops the CLI before login; nothing is left behind', as
   await assert.rejects(cli(args, { ...lab.vddkEnv, VSPHERE_PASSWORD: VCSIM_PASSWORD }), /refusing to connect/);
   assert.equal(lab.proxy.operations.length, opsBefore, 'no SOAP request reached the server');
   assert.equal(await vmHasSnapshot(), false);
+});
+
+test('Ctrl-C during the reads: the CLI stops, removes the vSphere snapshot and closes VDDK', async () => {
+  scribble(lab.live[0], 1024 * 1024, randomBytes(2 * 1024 * 1024));
+  const driver = path.join(lab.dir, 'cli-driver.mjs');
+  writeFileSync(driver, DRIVER);
+  const mainUrl = new URL('../../src/cli/main.js', import.meta.url).href;
+  const vsUrl = new URL('../../src/cli/vsphere.js', import.meta.url).href;
+  const logBefore = readFileSync(lab.vddkLog, 'utf8').length;
+  const child = spawn(process.execPath, [driver, mainUrl, vsUrl, ...backupArgs()], {
+    env: { ...process.env, ...lab.vddkEnv, VSPHERE_PASSWORD: VCSIM_PASSWORD, FAKE_VDDK_READ_DELAY_US: '2000000' },
+    detached: true, // its own process group, like a terminal job
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // wait until reads are in flight
+  const t0 = Date.now();
+  while (!/ReadAsync/.test(readFileSync(lab.vddkLog, 'utf8').slice(logBefore))) {
+    if (Date.now() - t0 > 30000) throw new Error(`no read started: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(await vmHasSnapshot(), true);
+  process.kill(-child.pid!, 'SIGINT'); // Ctrl-C: the whole group, VDDK worker included
+  const code = await exited;
+  assert.notEqual(code, 0, 'the interrupted run fails');
+  assert.match(stderr, /SIGINT: stopping/);
+  assert.equal(await vmHasSnapshot(), false, 'the snapshot was removed after Ctrl-C');
+  assertVddkClean();
+  const snaps = JSON.parse(await cli(['--repo', repoDir, '--password-file', passwordFile, '--json', 'snapshots', '--vm', VM]));
+  assert.equal(snaps.length, 4, 'nothing was committed by the interrupted run');
 });

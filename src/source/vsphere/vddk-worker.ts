@@ -156,6 +156,11 @@ process.on('message', (req: Req) => {
   );
 });
 
+// Ctrl-C in a terminal reaches the whole process group: the parent decides when VDDK is
+// shut down (close handles, disconnect, exit), so the worker ignores it.
+process.on('SIGINT', () => undefined);
+process.on('SIGTERM', () => undefined);
+
 process.on('disconnect', () => {
   // The parent went away: release what VDDK holds, then leave.
   if (lib) {
