@@ -9,7 +9,7 @@ import { EC2Client } from '@aws-sdk/client-ec2';
 import { ebsPush, EbsPushResult, DEFAULT_CONCURRENCY, DEFAULT_PUT_RATE, PushSnapshotRef } from '../cloud/ebs-push.js';
 import { getEbsMap, listEbsMaps } from '../cloud/ebs-map.js';
 import { CloudError } from '../cloud/errors.js';
-import { recoverEc2, importSnapshotFromS3, IMAGE_DEFAULTS, RecoverDisk, RecoverEc2Report } from '../cloud/ec2-recover.js';
+import { cleanupDrill, consoleOutput, recoverEc2, importSnapshotFromS3, IMAGE_DEFAULTS, RecoverDisk, RecoverEc2Report } from '../cloud/ec2-recover.js';
 import { createS3Client, parseS3Url, uploadImageToS3, UploadImageResult } from '../cloud/s3-image-upload.js';
 import type { ProgressSink } from '../engine/backup.js';
 import { openDiskImage } from '../engine/snapshot-image.js';
@@ -279,6 +279,9 @@ interface RecoverCliOptions extends AwsOptions {
   push?: boolean;
   waitInterval: number;
   waitTimeout: number;
+  drill?: boolean;
+  keep?: boolean;
+  consoleTimeout: number;
 }
 
 export function registerRecover(program: Command): Command {
@@ -306,7 +309,10 @@ export function registerRecover(program: Command): Command {
       .option('--role-name <name>', 'with --via import: the VM Import service role (default vmimport)')
       .option('--push', 'with --via ebs: push disks that were not pushed yet, first')
       .option('--wait-interval <s>', 'seconds between state polls', (v) => Number(v), 5)
-      .option('--wait-timeout <s>', 'seconds to wait for the image and the instance', (v) => Number(v), 3600),
+      .option('--wait-timeout <s>', 'seconds to wait for the image and the instance', (v) => Number(v), 3600)
+      .option('--drill', 'recovery drill: launch (needs --instance-type and an isolated --subnet), print the console output, then terminate the instance and deregister the AMI')
+      .option('--keep', 'with --drill: leave the instance and the AMI running')
+      .option('--console-timeout <s>', 'with --drill: seconds to wait for console output', (v) => Number(v), 600),
   ).action(async (ref: string | undefined, opts: RecoverCliOptions, cmd: Command) =>
     run(cmd, async () => {
       const g = globals(cmd);
@@ -316,6 +322,9 @@ export function registerRecover(program: Command): Command {
         if (!g.json) process.stderr.write(`${s}\n`);
       };
       try {
+        if (opts.drill && (!opts.instanceType || !opts.subnet)) {
+          throw new UserError('--drill needs --instance-type and --subnet (an isolated subnet: no route to the internet or production)');
+        }
         const catalog = new SnapshotCatalog(repo);
         const wait = { intervalMs: opts.waitInterval * 1000, timeoutMs: opts.waitTimeout * 1000 };
         let record: SnapshotRecord;
@@ -397,9 +406,23 @@ export function registerRecover(program: Command): Command {
           ...wait,
           onStage: (stage, d) => log(`${stage}: ${Object.values(d).join(' ')}`),
         });
-        const out = { vm: record.vm, snapshot: record.id, via: opts.via, ...report, pushed, uploads, imports };
+        let drill: { console: string; consoleBytes: number; booted: boolean; cleanedUp: boolean } | undefined;
+        if (opts.drill && report.instanceId) {
+          log(`waiting for the console output of ${report.instanceId}...`);
+          const text = await consoleOutput(ec2, report.instanceId, { intervalMs: wait.intervalMs, timeoutMs: opts.consoleTimeout * 1000 });
+          if (!opts.keep) {
+            await cleanupDrill(ec2, { instanceId: report.instanceId, imageId: report.imageId });
+            log(`drill over: terminated ${report.instanceId}, deregistered ${report.imageId} (the EBS snapshots stay)`);
+          }
+          drill = { console: text, consoleBytes: Buffer.byteLength(text), booted: text.length > 0, cleanedUp: !opts.keep };
+          if (!text) process.exitCode = 2;
+        }
+        const out = { vm: record.vm, snapshot: record.id, via: opts.via, ...report, pushed, uploads, imports, ...(drill ? { drill } : {}) };
         if (g.json) printJson(out);
-        else if (report.instanceId) process.stdout.write(`${report.instanceId}\n`);
+        else if (drill) {
+          process.stdout.write(drill.console || `no console output from ${report.instanceId} within ${opts.consoleTimeout} s: the drill is inconclusive\n`);
+          process.stdout.write(`${report.instanceId}\n`);
+        } else if (report.instanceId) process.stdout.write(`${report.instanceId}\n`);
         else process.stdout.write(`${report.imageId}\n`);
       } finally {
         ec2.destroy();

@@ -5,6 +5,9 @@
  * ImportSnapshot first.
  */
 import {
+  DeregisterImageCommand,
+  GetConsoleOutputCommand,
+  TerminateInstancesCommand,
   DescribeImagesCommand,
   DescribeImportSnapshotTasksCommand,
   DescribeInstancesCommand,
@@ -265,4 +268,44 @@ export async function recoverEc2(o: RecoverEc2Options): Promise<RecoverEc2Report
   }
   report.timings.totalMs = ms();
   return report;
+}
+
+/**
+ * The instance's serial console output (GetConsoleOutput, Latest), polled until it is
+ * not empty or the wait times out ('' then). For a recovery drill: proof the OS booted.
+ */
+export async function consoleOutput(ec2: EC2Client, instanceId: string, w: WaitOptions = {}): Promise<string> {
+  try {
+    return await poll(`console output of ${instanceId}`, w, async () => {
+      let out;
+      try {
+        out = await ec2.send(new GetConsoleOutputCommand({ InstanceId: instanceId, Latest: true }));
+      } catch (err) {
+        throw explainAwsError(err, 'ec2:GetConsoleOutput', instanceId);
+      }
+      const text = out.Output ? Buffer.from(out.Output, 'base64').toString('utf8') : '';
+      return text.length ? text : undefined;
+    });
+  } catch (err) {
+    if (err instanceof CloudError && err.kind === 'failed' && /gave up waiting/.test(err.message)) return '';
+    throw err;
+  }
+}
+
+/** Ends a drill: terminates the instance and deregisters the AMI (the EBS snapshots stay). */
+export async function cleanupDrill(ec2: EC2Client, ids: { instanceId?: string; imageId?: string }): Promise<void> {
+  if (ids.instanceId) {
+    try {
+      await ec2.send(new TerminateInstancesCommand({ InstanceIds: [ids.instanceId] }));
+    } catch (err) {
+      throw explainAwsError(err, 'ec2:TerminateInstances', ids.instanceId);
+    }
+  }
+  if (ids.imageId) {
+    try {
+      await ec2.send(new DeregisterImageCommand({ ImageId: ids.imageId }));
+    } catch (err) {
+      throw explainAwsError(err, 'ec2:DeregisterImage', ids.imageId);
+    }
+  }
 }

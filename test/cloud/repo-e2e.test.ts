@@ -169,6 +169,19 @@ describe('cloud paths on a real repository (CLI, AWS test double)', () => {
     assert.match(plain.stdout.trim(), /^i-[0-9a-f]+$/);
   });
 
+  it('recover ec2 --drill: console output, then the instance is terminated and the AMI deregistered', async () => {
+    const refused = await cli(['recover', 'ec2', '--vm', 'web 01', '--drill', '--instance-type', 't3.small']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /--drill needs --instance-type and --subnet/);
+    const out = await cliJson(['recover', 'ec2', '--vm', 'web 01', '--name', 'drill', '--drill', '--instance-type', 't3.small', '--subnet', 'subnet-0150', '--wait-interval', '0.01']);
+    assert.equal(out.drill.booted, true);
+    assert.match(out.drill.console, /test double/);
+    assert.match(out.drill.console, new RegExp(ebsIds[2]));
+    assert.equal(out.drill.cleanedUp, true);
+    assert.equal(dbl.state.instances.get(out.instanceId)!.state, 'terminated');
+    assert.equal(dbl.state.images.has(out.imageId), false);
+  });
+
   it('recover ec2 --via import: S3 + ImportSnapshot + AMI', async () => {
     const out = await cliJson(['recover', 'ec2', snaps[0].id, '--vm', 'web 01', '--via', 'import', '--staging', `s3://${s3.bucket}/stage`, '--name', 'via-import', '--wait-interval', '0.01']);
     assert.equal(out.imports.length, 1);

@@ -2,6 +2,7 @@
  * TEST DOUBLE of the EC2 Query API operations pilotlight uses (API version 2016-11-15),
  * for tests only; it is not AWS. Requests are form-encoded POSTs with an Action;
  * responses are XML in the EC2 namespace; errors are <Response><Errors><Error>.
+ * Also GetConsoleOutput (a fixed text once running) and DeregisterImage.
  * Images, instances and import tasks move pending -> available/running/completed
  * after `pollsToReady` Describe calls.
  */
@@ -380,6 +381,23 @@ export async function handleEc2(state: AwsDoubleState, req: IncomingMessage, res
           return { instanceId: i, previousState: { name: prev }, currentState: { code: 48, name: 'terminated' } };
         });
         return send(res, action, { instancesSet: out });
+      }
+      case 'GetConsoleOutput': {
+        const iid = p.get('InstanceId') ?? '';
+        const inst = state.instances.get(iid);
+        if (!inst) throw new Ec2Error(400, 'InvalidInstanceID.NotFound', `The instance ID '${iid}' does not exist`);
+        // Nothing boots here: once the instance runs the double answers a fixed, labelled text.
+        const img = state.images.get(inst.imageId);
+        const text =
+          inst.state === 'running'
+            ? `[aws test double] console of ${inst.id}: not a real boot.\nimage ${inst.imageId} root ${img?.mappings[0]?.snapshotId ?? '?'} boot mode ${img?.bootMode ?? '?'}\nlogin: \n`
+            : '';
+        return send(res, action, { instanceId: iid, timestamp: new Date(), output: text ? Buffer.from(text).toString('base64') : undefined });
+      }
+      case 'DeregisterImage': {
+        const iid = p.get('ImageId') ?? '';
+        if (!state.images.delete(iid)) throw new Ec2Error(400, 'InvalidAMIID.NotFound', `The image id '[${iid}]' does not exist`);
+        return send(res, action, { return: true });
       }
       case 'ImportSnapshot': {
         const format = p.get('DiskContainer.Format') ?? '';
