@@ -1,8 +1,9 @@
 /**
  * End to end on a real repository: `init --no-encryption` + `backup file IMG --vm NAME`
  * through the CLI, then `ebs push` (first + two incremental), `restore --to FILE`,
- * `restore --to s3://`, `recover ec2` (EBS route and import route) through the CLI with
- * the cloud commands wired in (test/support/aws-double/cloud-cli.ts), against the AWS
+ * `restore --to s3://`, `recover ec2` (EBS route and import route), `backup --ebs-shadow`
+ * through the CLI (test/support/aws-double/cloud-cli.ts = bin/pilotlight.js for the
+ * compiled tree the test runs from), against the AWS
  * TEST DOUBLE and S3 (RGW when running, else the S3 test double). The EBS snapshot
  * chain held by the double is compared byte for byte with the restore of the same
  * pilotlight snapshot.
@@ -187,6 +188,21 @@ describe('cloud paths on a real repository (CLI, AWS test double)', () => {
     assert.equal(out.imports.length, 1);
     assert.ok(dbl.snapshotImage(out.imports[0].snapshotId, CAP).equals(snaps[0].bytes), 'the imported snapshot is the image');
     assert.equal(dbl.state.images.get(out.imageId)!.mappings[0].snapshotId, out.imports[0].snapshotId);
+  });
+
+  it('backup --ebs-shadow pushes after the backup, on top of the newest push', async () => {
+    const img = path.join(dir, 'disk0.raw');
+    const d4 = Buffer.from(snaps[2].bytes);
+    d4.write('shadow', 6 * MiB + 1);
+    await fsp.writeFile(img, d4);
+    const b = await cliJson(['backup', 'file', img, '--vm', 'web 01', '--full', '--ebs-shadow']);
+    const pushed = b.ebs[0];
+    assert.equal(pushed.snapshot, b.snapshot);
+    assert.equal(pushed.parentEbsSnapshotId, ebsIds[2]);
+    assert.equal(pushed.blocksSent, 1);
+    assert.ok(dbl.snapshotImage(pushed.ebsSnapshotId, CAP).equals(d4));
+    snaps.push({ id: b.snapshot, bytes: d4 });
+    ebsIds.push(pushed.ebsSnapshotId);
   });
 
   it('clear errors: missing snapshot, missing permission', async () => {
