@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { runBackup } from '../../src/engine/backup.js';
 import { Repository } from '../../src/repo/repository.js';
 import { openStore } from '../../src/store/open-store.js';
-import { VimClient } from '../../src/source/vsphere/client.js';
+import { VimClient, parseMoRef, type MoRef } from '../../src/source/vsphere/client.js';
 import { VsphereSource } from '../../src/source/vsphere/vsphere-source.js';
 import { VCSIM_PASSWORD, VCSIM_USER, unclosed } from './helpers.js';
 import { DISKS, VM, scribble, startLab, type Lab } from './lab.js';
@@ -74,16 +74,20 @@ async function restoreAndCompare(want: Buffer[], label: string): Promise<void> {
   );
 }
 
-async function vmHasSnapshot(): Promise<boolean> {
-  // ask vcsim itself, not through the proxy
+/** Runs fn with a session on vcsim itself (not through the proxy) and the test VM. */
+async function vcsimClient<T>(fn: (c: VimClient, vm: MoRef) => Promise<T>): Promise<T> {
   const c = await VimClient.connect({ server: lab.sim.url, thumbprint: lab.sim.thumbprint });
   await c.login(VCSIM_USER, VCSIM_PASSWORD);
   try {
     const vm = (await c.list('VirtualMachine', ['name'])).find((v) => v.props.get('name')!.text === VM)!.obj;
-    return (await c.properties(vm, ['snapshot'])).get('snapshot') !== undefined;
+    return await fn(c, vm);
   } finally {
     await c.logout();
   }
+}
+
+async function vmHasSnapshot(): Promise<boolean> {
+  return vcsimClient(async (c, vm) => (await c.properties(vm, ['snapshot'])).get('snapshot') !== undefined);
 }
 
 function assertVddkClean(): void {
@@ -207,8 +211,12 @@ test('vSphere end to end: full, incremental, CBT reset, failing read, restores',
   //    (same epoch, a fault from QueryChangedDiskAreas): that disk falls back to "*"
   const last = JSON.parse(await cli(['--repo', repoDir, '--password-file', passwordFile, '--json', 'snapshots', '--vm', VM])).at(-1);
   lab.proxy.rejectChangeId(last.disks[1].changeToken);
+  // ... and a snapshot left over by a crashed pilotlight run is pointed out
+  const leftover = await vcsimClient(async (c, vm) => parseMoRef((await c.waitForTask(await c.createSnapshot(vm, 'pilotlight 2020-01-01T00:00:00.000Z', 'left over', false), 'CreateSnapshot_Task')).result)!);
   want = expected();
   const r5 = JSON.parse(await cli(backupArgs(), env));
+  assert.match(r5.vsphere.notes.join('\n'), new RegExp(`still has snapshot "pilotlight 2020-01-01T00:00:00.000Z" \\(${leftover.value}, created `));
+  await vcsimClient(async (c) => c.waitForTask(await c.removeSnapshot(leftover), 'RemoveSnapshot_Task'));
   assert.deepEqual(r5.disks.map((d: { read: { kind: string } }) => d.read.kind), ['changed', 'allocated']);
   assert.match(r5.disks[1].read.reason, /^change id refused: FileFault: .*is not valid for this disk.*"\*"/);
   assert.equal(await vmHasSnapshot(), false);

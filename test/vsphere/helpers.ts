@@ -66,7 +66,8 @@ export interface Vcsim {
 }
 
 export const VCSIM_USER = 'backup-operator';
-export const VCSIM_PASSWORD = 'simulator-secret';
+/** With XML and shell metacharacters, to prove the SOAP request escapes them. */
+export const VCSIM_PASSWORD = 'simulator<&>"secret\'';
 
 /** Starts vcsim (test double) on 127.0.0.1 with fixed credentials. */
 export async function startVcsim(args: string[] = []): Promise<Vcsim> {

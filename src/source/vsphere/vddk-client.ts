@@ -4,6 +4,7 @@
  * promises. Errors carry VDDK's own error text.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ConnectParams } from './vddk-binding.js';
 
@@ -22,7 +23,7 @@ export class VddkWorkerError extends Error {
 export interface VddkWorkerOptions {
   /** The VDDK lib64 directory (holds libvixDiskLib.so). */
   libDir: string;
-  /** Passed to VixDiskLib_InitEx as libDir (default: the parent of libDir). */
+  /** Passed to VixDiskLib_InitEx as libDir (default: the VDDK root, the parent of a `lib64` libDir). */
   initLibDir?: string | null;
   configFile?: string | null;
   /** Extra environment for the child (tests use it for the fake library). */
@@ -73,7 +74,7 @@ export class VddkWorker {
     const w = new VddkWorker(opts);
     try {
       await w.call('init', {
-        libDir: opts.initLibDir === undefined ? null : opts.initLibDir,
+        libDir: opts.initLibDir === undefined ? (path.basename(path.resolve(opts.libDir)) === 'lib64' ? path.dirname(path.resolve(opts.libDir)) : path.resolve(opts.libDir)) : opts.initLibDir,
         configFile: opts.configFile ?? null,
       });
     } catch (err) {

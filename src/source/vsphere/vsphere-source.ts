@@ -13,7 +13,7 @@ import { queryAllChangedAreas, toExtents } from './cbt.js';
 import { VimClient, VimFault, moref, parseMoRef, type MoRef } from './client.js';
 import type { ConnectParams } from './vddk-binding.js';
 import { VddkWorker } from './vddk-client.js';
-import { child, childText, int64, safeNumber, text, type XNode } from './xml.js';
+import { child, childText, children, int64, safeNumber, text, type XNode } from './xml.js';
 
 export interface VsphereSourceOptions {
   server: string;
@@ -80,6 +80,16 @@ export function virtualDisks(devices: XNode | undefined): VsphereDiskInfo[] {
         changeId: childText(backing, 'changeId') || undefined,
       };
     });
+}
+
+/** Flattens a VirtualMachineSnapshotTree list. */
+function snapshotTree(nodes: XNode[]): Array<{ name: string; ref: string; created: string }> {
+  const out: Array<{ name: string; ref: string; created: string }> = [];
+  for (const n of nodes) {
+    out.push({ name: childText(n, 'name') ?? '', ref: childText(n, 'snapshot') ?? '', created: childText(n, 'createTime') ?? '' });
+    out.push(...snapshotTree(children(n, 'childSnapshotList')));
+  }
+  return out;
 }
 
 export class VsphereDisk implements SourceDisk {
@@ -225,8 +235,16 @@ export class VsphereSource implements DiskSource {
 
   private async prepare(): Promise<void> {
     await this.findVm();
-    const props = await this.client.properties(this.vmRef, ['config.changeTrackingEnabled', 'config.template']);
+    const props = await this.client.properties(this.vmRef, ['config.changeTrackingEnabled', 'config.template', 'snapshot']);
     if (text(props.get('config.template')) === 'true') throw new Error(`${this.vm} is a template, not a VM`);
+    for (const old of snapshotTree(children(props.get('snapshot'), 'rootSnapshotList'))) {
+      if (old.name.startsWith('pilotlight ')) {
+        this.say(
+          `${this.vm} still has snapshot "${old.name}" (${old.ref}, created ${old.created}) from an earlier pilotlight run that did not end cleanly: ` +
+            'remove it in vSphere (a left-over snapshot grows and slows the VM down)',
+        );
+      }
+    }
     const cbt = text(props.get('config.changeTrackingEnabled')) === 'true';
     if (!cbt) {
       if (this.opts.enableCbt === false) {
@@ -256,7 +274,7 @@ export class VsphereSource implements DiskSource {
     if (!disks.length) throw new Error(`${this.vm} has no virtual disks`);
 
     const params = this.connectParams();
-    this.worker = await VddkWorker.start({ libDir: this.opts.vddkLibDir, initLibDir: null, env: this.opts.vddkEnv });
+    this.worker = await VddkWorker.start({ libDir: this.opts.vddkLibDir, env: this.opts.vddkEnv });
     await this.worker.prepareForAccess(params, 'pilotlight');
     this.accessPrepared = true;
     this.conn = await this.worker.connect(params, this.snapshotRef.value, this.opts.transport ?? 'nbdssl:nbd');
