@@ -337,10 +337,14 @@ export function registerRecover(program: Command): Command {
           else {
             const all = await catalog.list(opts.vm);
             if (all.length === 0) throw new UserError(`no snapshot of vm ${JSON.stringify(opts.vm)} in ${repo.location}`);
+            // Newest first; stop at the first snapshot whose every disk was pushed.
             const found: SnapshotRecord[] = [];
-            for (const r of all) {
+            for (const r of [...all].reverse()) {
               const maps = await Promise.all(r.disks.map((_, i) => getEbsMap(repo.store, r.vm, i, r.id)));
-              if (maps.every(Boolean)) found.push(r);
+              if (maps.every(Boolean)) {
+                found.push(r);
+                break;
+              }
             }
             if (!found.length && !opts.push) {
               throw new UserError(`no snapshot of ${opts.vm} was pushed to EBS yet: run 'pilotlight ebs push latest --vm ${opts.vm}', or pass --push, or --via import`);

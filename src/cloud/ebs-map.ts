@@ -106,9 +106,16 @@ export async function listEbsMaps(store: BlobStore, vm: string, diskIndex: numbe
   return out.sort((a, b) => a.snapshotTime.localeCompare(b.snapshotTime) || a.snapshot.localeCompare(b.snapshot));
 }
 
+/** pilotlight snapshot ids start with their UTC time (`20261126T071306Z-1e4e3a29`). */
+const TIME_ORDERED_ID = /^[0-9]{8}T[0-9]{6}Z-/;
+
 /**
  * The newest record whose pilotlight snapshot is older than `before` (by time), with
  * the same capacity, in `region` when given: the parent of the next push.
+ *
+ * One LIST, then records are read newest first and the search stops at the first match
+ * when every name is a time-ordered snapshot id (so a push does not read every record of
+ * years of 15-minute backups); otherwise every record is read.
  */
 export async function newestEbsMapBefore(
   store: BlobStore,
@@ -117,13 +124,30 @@ export async function newestEbsMapBefore(
   before: { time: string; id: string },
   filter: { capacity?: number; region?: string } = {},
 ): Promise<EbsMapRecord | null> {
+  const ok = (r: EbsMapRecord) =>
+    r.snapshot !== before.id &&
+    r.snapshotTime <= before.time &&
+    (filter.capacity === undefined || r.capacity === filter.capacity) &&
+    (filter.region === undefined || r.region === undefined || r.region === filter.region);
+  const names: { name: string; id: string }[] = [];
+  for await (const b of store.list(ebsMapPrefix(vm, diskIndex))) {
+    names.push({ name: b.name, id: decodeSegment(b.name.slice(b.name.lastIndexOf('/') + 1)) });
+  }
+  if (names.length > 0 && names.every((n) => TIME_ORDERED_ID.test(n.id)) && TIME_ORDERED_ID.test(before.id)) {
+    names.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    // Ids order by their time to the second; within one second the random suffix does not
+    // order them, so every record of the second of the first match is compared by time.
+    let best: EbsMapRecord | null = null;
+    for (const n of names) {
+      const second = n.id.slice(0, 16);
+      if (second > before.id.slice(0, 16)) continue;
+      if (best && second < best.snapshot.slice(0, 16)) break;
+      const rec = parse(await store.get(n.name), n.name);
+      if (ok(rec) && (!best || rec.snapshotTime > best.snapshotTime || (rec.snapshotTime === best.snapshotTime && rec.snapshot > best.snapshot))) best = rec;
+    }
+    return best;
+  }
   const all = await listEbsMaps(store, vm, diskIndex);
-  const ok = all.filter(
-    (r) =>
-      r.snapshot !== before.id &&
-      r.snapshotTime <= before.time &&
-      (filter.capacity === undefined || r.capacity === filter.capacity) &&
-      (filter.region === undefined || r.region === undefined || r.region === filter.region),
-  );
-  return ok.length ? ok[ok.length - 1] : null;
+  const hits = all.filter(ok);
+  return hits.length ? hits[hits.length - 1] : null;
 }

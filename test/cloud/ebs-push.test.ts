@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { PutSnapshotBlockCommand, CompleteSnapshotCommand, StartSnapshotCommand, ListChangedBlocksCommand, ListSnapshotBlocksCommand, GetSnapshotBlockCommand } from '@aws-sdk/client-ebs';
 import { EBS_BLOCK_SIZE } from '../../src/cloud/blocks.js';
 import { ebsPush, PushSnapshotRef, pushImageToEbs } from '../../src/cloud/ebs-push.js';
-import { listEbsMaps, getEbsMap, encodeSegment, decodeSegment } from '../../src/cloud/ebs-map.js';
+import { listEbsMaps, getEbsMap, encodeSegment, decodeSegment, newestEbsMapBefore, putEbsMap, EbsMapRecord } from '../../src/cloud/ebs-map.js';
 import { CloudError } from '../../src/cloud/errors.js';
 import { FsStore } from '../../src/store/fs-store.js';
 import { startAwsDouble, AwsDouble } from '../support/aws-double/server.js';
@@ -250,6 +250,28 @@ describe('ebs push (AWS test double)', () => {
     } finally {
       await d.close();
     }
+  });
+
+  it('finds the parent push without reading every record (time-ordered snapshot ids)', async () => {
+    const store = new FsStore(path.join(dir, 'many'));
+    const rec = (i: number): EbsMapRecord => {
+      const t = new Date(Date.UTC(2026, 0, 1, 0, 15 * i));
+      const id = `${t.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}-${(0xa0000000 + i).toString(16)}`;
+      return {
+        format: 'pilotlight-ebs-map', version: 1, vm: 'db', diskIndex: 0, diskName: 'd', snapshot: id, snapshotTime: t.toISOString(),
+        capacity: i === 38 ? 1 : 100, ebsSnapshotId: `snap-${i}`, volumeSizeGiB: 1, blockSize: EBS_BLOCK_SIZE, blocksSent: 1, bytesSent: 1, completedAt: t.toISOString(),
+      };
+    };
+    for (let i = 0; i < 60; i++) await putEbsMap(store, rec(i));
+    let gets = 0;
+    const counting = Object.assign(Object.create(store), { get: (n: string, r?: never) => (gets++, store.get(n, r)) }) as FsStore;
+    const target = rec(40);
+    // 38 has another capacity: skipped; 39 is the parent. 40 itself never counts.
+    const p = await newestEbsMapBefore(counting, 'db', 0, { id: target.snapshot, time: target.snapshotTime }, { capacity: 100 });
+    assert.equal(p?.ebsSnapshotId, 'snap-39');
+    assert.ok(gets <= 2, `read ${gets} records`);
+    const none = await newestEbsMapBefore(counting, 'db', 0, { id: rec(0).snapshot, time: rec(0).snapshotTime });
+    assert.equal(none, null);
   });
 
   it('encodes any VM name into blob name segments reversibly', () => {
