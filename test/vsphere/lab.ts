@@ -27,12 +27,12 @@ export interface Lab {
 }
 
 export async function startLab(maxBytesPerCall = 3 * 1024 * 1024): Promise<Lab> {
-  const { vddkLibDir } = testBinaries();
+  const { vddkLibDir, vcsim } = testBinaries();
   const dir = tempDir('vsphere-lab');
   const sim = await startVcsim(['-disk-kb', String(DISKS[0].size / 1024), '-extra-disk-kb', String(DISKS[1].size / 1024)]);
   const vddkRoot = path.join(dir, 'vddk-root');
   mkdirSync(vddkRoot, { recursive: true });
-  const proxy = await ChangeIdProxy.start({ upstream: sim.url, vddkRoot, maxBytesPerCall }, path.join(dir, 'proxy'));
+  const proxy = await ChangeIdProxy.start({ upstream: sim.url, vddkRoot, maxBytesPerCall }, path.join(dir, 'proxy'), vcsim);
   const live = DISKS.map((d, i) => {
     const f = path.join(dir, `live-disk${i}.img`);
     writeFileSync(f, Buffer.alloc(0));

@@ -19,8 +19,8 @@
  * - `resetChangeTracking(fileName)` starts a new epoch (older change ids are refused
  *   with a FileFault, as after a CBT reset), `rejectChangeId(id)` refuses one id.
  *
- * It serves HTTPS on 127.0.0.1 with a throw-away self-signed certificate (made with
- * the openssl command), so the client's thumbprint check is exercised through it.
+ * It serves HTTPS on 127.0.0.1 with a throw-away self-signed certificate (made by the
+ * vcsim launcher's -gen-cert mode), so the client's thumbprint check is exercised through it.
  */
 import { execFileSync } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
@@ -129,12 +129,11 @@ export class ChangeIdProxy {
     });
   }
 
-  static async start(opts: ChangeIdProxyOptions, workDir: string): Promise<ChangeIdProxy> {
+  /** `certMaker`: the vcsim launcher binary, whose -gen-cert mode writes a throw-away certificate. */
+  static async start(opts: ChangeIdProxyOptions, workDir: string, certMaker: string): Promise<ChangeIdProxy> {
     mkdirSync(workDir, { recursive: true });
-    const keyFile = path.join(workDir, 'proxy-key.pem');
-    const certFile = path.join(workDir, 'proxy-cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-    const p = new ChangeIdProxy(opts, readFileSync(keyFile, 'utf8'), readFileSync(certFile, 'utf8'));
+    execFileSync(certMaker, ['-gen-cert', workDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = new ChangeIdProxy(opts, readFileSync(path.join(workDir, 'key.pem'), 'utf8'), readFileSync(path.join(workDir, 'cert.pem'), 'utf8'));
     await new Promise<void>((resolve) => p.server.listen(0, '127.0.0.1', resolve));
     p.url = `https://127.0.0.1:${(p.server.address() as AddressInfo).port}/sdk`;
     return p;

@@ -12,17 +12,27 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha1"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
@@ -41,7 +51,15 @@ func main() {
 	extraKB := flag.Int64("extra-disk-kb", 0, "add a second disk of this many KiB to DC0_H0_VM0 (0: none)")
 	user := flag.String("username", "", "accept only this user name (with -password); empty: any")
 	pass := flag.String("password", "", "password for -username")
+	genCert := flag.String("gen-cert", "", "only write a throw-away self-signed certificate for 127.0.0.1 (DIR/cert.pem, DIR/key.pem) and exit")
 	flag.Parse()
+
+	if *genCert != "" {
+		if err := writeCert(*genCert); err != nil {
+			fail(err)
+		}
+		return
+	}
 
 	model := simulator.VPX()
 	if err := model.Create(); err != nil {
@@ -138,4 +156,37 @@ func shape(u *url.URL, diskKB, extraKB int64) error {
 		}
 	}
 	return nil
+}
+
+// writeCert makes a self-signed ECDSA certificate for 127.0.0.1 (used by the test
+// proxy, so the tests need no openssl command).
+func writeCert(dir string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "127.0.0.1", Organization: []string{"pilotlight test double"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(48 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 }
