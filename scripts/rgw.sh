@@ -180,19 +180,19 @@ osd_up() { ceph_ osd dump --format json | grep -q '"up":1'; }
 
 start_mon() {
   live_pid mon.a ceph-mon >/dev/null && return 0
-  ceph-mon -c "$CONF" -i a
+  ceph-mon -c "$CONF" -i a 9>&-
   wait_for "the monitor" 60 ceph_ mon stat
 }
 
 start_osd() {
   live_pid osd.0 ceph-osd >/dev/null && return 0
-  ceph-osd -c "$CONF" -i 0
+  ceph-osd -c "$CONF" -i 0 9>&-
   wait_for "the OSD to come up" 90 osd_up
 }
 
 start_rgw() {
   live_pid client.rgw.a radosgw >/dev/null && return 0
-  radosgw -c "$CONF" -n client.rgw.a
+  radosgw -c "$CONF" -n client.rgw.a 9>&-
   wait_for "radosgw to answer on 127.0.0.1:$PORT" 90 s3_answers
 }
 
@@ -232,8 +232,10 @@ bootstrap() {
 
 cmd_start() {
   command -v radosgw >/dev/null 2>&1 || die "radosgw is not installed: run 'bash scripts/rgw.sh install' (as root)"
+  if cmd_status 2>/dev/null; then cmd_status; return 0; fi
   mkdir -p "$DIR"
   # Several test files may ask for the server at once: one starter at a time.
+  # (The daemons must not inherit this descriptor, or they would hold the lock.)
   exec 9>"$DIR/.lock"
   flock -w 300 9 || die "another 'rgw.sh start' holds $DIR/.lock"
   if cmd_status 2>/dev/null; then return 0; fi
