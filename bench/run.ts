@@ -2,7 +2,7 @@
  * `npm run bench` — pilotlight on a realistic VM disk series, with restic and borg side by side.
  *
  *   npm run bench -- [--peers] [--size 4G] [--states 4] [--reps 3] [--quick] [--rebuild] [--name NAME]
- *                    [--tools pilotlight,pilotlight-no-cbt,restic,borg]
+ *                    [--tools pilotlight,pilotlight-no-cbt,restic,borg] [--publish]
  *
  * One script, one series (bench/make-series), one machine state:
  * - each tool backs up web1's states in order (first backup, then incrementals: pilotlight with
@@ -74,9 +74,19 @@ function machine() {
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const { flags, on } = parseArgs(process.argv.slice(2), ['peers', 'quick', 'rebuild', 'help']);
+  const { flags, on } = parseArgs(process.argv.slice(2), ['peers', 'quick', 'rebuild', 'publish', 'help']);
   if (on.has('help')) {
-    process.stdout.write('usage: npm run bench -- [--peers] [--size 4G] [--states 4] [--reps 3] [--quick] [--rebuild] [--name NAME] [--tools a,b]\n');
+    process.stdout.write('usage: npm run bench -- [--peers] [--size 4G] [--states 4] [--reps 3] [--quick] [--rebuild] [--name NAME] [--tools a,b] [--publish]\n');
+    return;
+  }
+  if (flags.report) {
+    // Re-render the markdown and SVG of an earlier run from its JSON.
+    const r = JSON.parse(readFileSync(flags.report, 'utf8')) as Results;
+    const base = flags.report.replace(/\.json$/, '');
+    await fsp.writeFile(`${base}.svg`, svg(r));
+    await fsp.writeFile(`${base}.md`, markdown(r));
+    process.stdout.write(markdown(r));
+    if (on.has('publish')) await publish(markdown(r), r.name);
     return;
   }
   const quick = on.has('quick');
@@ -298,7 +308,20 @@ async function main(): Promise<void> {
   await fsp.writeFile(path.join(outDir, `${name}.svg`), svg(results));
   await fsp.writeFile(path.join(outDir, `${name}.md`), md);
   process.stdout.write(md);
+  if (on.has('publish')) await publish(md, name);
   log(`wrote bench/results/${name}.{json,svg,md} in ${results.runSeconds} s`);
+}
+
+/** Replaces the results section of docs/BENCHMARKS.md with a run's report. */
+async function publish(md: string, name: string): Promise<void> {
+  const doc = path.join(root, 'docs', 'BENCHMARKS.md');
+  const text = readFileSync(doc, 'utf8');
+  const a = text.indexOf('<!-- bench-results -->');
+  const b = text.indexOf('<!-- /bench-results -->');
+  if (a < 0 || b < a) { log('docs/BENCHMARKS.md has no <!-- bench-results --> markers: not updated'); return; }
+  const chart = `![repository size and backup time per snapshot](../bench/results/${name}.svg)\n\n`;
+  await fsp.writeFile(doc, text.slice(0, a) + '<!-- bench-results -->\n' + md.replace(/^### /, '### Run ') + '\n' + chart + text.slice(b));
+  log('updated docs/BENCHMARKS.md');
 }
 
 main().catch((e) => {

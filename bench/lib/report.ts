@@ -127,6 +127,7 @@ export function markdown(r: Results): string {
     L.push(`| full pipeline | pilotlight first backup (read, hash, compress, encrypt, pack, index) | all | ${(first.nonZeroBytes / 1e6 / first.tools.pilotlight.wallS).toFixed(0)} | wall clock of the command, start-up included |`);
   }
   L.push('');
+  L.push(...timeBudget(r));
   const ps = r.pilotlightStats;
   if (ps && typeof ps.dedupRatio === 'number' && typeof ps.compressionRatio === 'number') {
     L.push(`pilotlight's own \`stats\` after the series: ${ps.snapshots} snapshots, ${mbs(Number(ps.logicalBytes))} MB logical (non-zero chunks referenced), ` +
@@ -221,12 +222,48 @@ export function svg(r: Results): string {
   });
 
   // Legend.
-  tools.forEach((t, k) => {
-    const x = 60 + k * 190;
+  let lx = 60;
+  for (const t of tools) {
     const y = H - 22;
-    out.push(`<rect x="${x}" y="${y - 10}" width="14" height="14" fill="${COLORS[t] ?? '#868e96'}"/>`);
-    out.push(`<text x="${x + 20}" y="${y + 2}">${esc(t === 'pilotlight' ? 'pilotlight (CBT change lists)' : t === 'pilotlight-no-cbt' ? 'pilotlight (no change lists)' : t)}</text>`);
-  });
+    const label = t === 'pilotlight' ? 'pilotlight (CBT change lists)' : t === 'pilotlight-no-cbt' ? 'pilotlight (no change lists)' : t;
+    out.push(`<rect x="${lx}" y="${y - 10}" width="14" height="14" fill="${COLORS[t] ?? '#868e96'}"/>`);
+    out.push(`<text x="${lx + 20}" y="${y + 2}">${esc(label)}</text>`);
+    lx += 20 + label.length * 7 + 30;
+  }
   out.push('</svg>');
   return out.join('\n') + '\n';
+}
+
+/**
+ * Where the first backup's time goes: the CPU seconds each stage would need at the speed
+ * measured in-process (one thread), next to the CPU seconds pilotlight really used.
+ */
+function timeBudget(r: Results): string[] {
+  const a = r.steps[0]?.tools.pilotlight;
+  if (!a || a.error) return [];
+  const rep = a.samples[0]?.report ?? {};
+  const scanned = typeof rep.bytesScanned === 'number' ? rep.bytesScanned : r.steps[0].allocatedBytes;
+  const fresh = typeof rep.bytesNew === 'number' ? rep.bytesNew : r.steps[0].nonZeroBytes;
+  const stored = typeof rep.bytesStored === 'number' ? rep.bytesStored : a.repoBytes;
+  const find = (how: string) => r.stages.median.find((s) => s.how.startsWith(how));
+  const parts: [string, number][] = [];
+  const hash = find('pilotlight hasher (native');
+  if (hash) parts.push(['BLAKE3', scanned / 1e6 / hash.mbPerS]);
+  const z = find('pilotlight zstd');
+  if (z) parts.push(['zstd -1', fresh / 1e6 / z.mbPerS]);
+  const enc = find('pilotlight AES');
+  if (enc) parts.push(['AES-GCM', stored / 1e6 / enc.mbPerS]);
+  const pw = r.stages.median.find((s) => s.stage === 'pack write');
+  if (pw) parts.push(['pack write', stored / 1e6 / pw.mbPerS]);
+  const rd = find('cat');
+  if (rd) parts.push(['read', scanned / 1e6 / rd.mbPerS]);
+  if (!parts.length) return [];
+  const sum = parts.reduce((x, [, v]) => x + v, 0);
+  return [
+    `Where the first backup's time goes (pilotlight, medians): it used ${f1(a.cpuS)} CPU s in ${f1(a.wallS)} s of wall clock ` +
+      `(${f2(a.cpuS / a.wallS)} of ${r.machine.cores} cores busy). At the one-thread speeds measured above, its stages need ` +
+      parts.map(([k, v]) => `${k} ${f2(v)} s`).join(', ') + ` = ${f2(sum)} CPU s; the other ${f2(Math.max(0, a.cpuS - sum))} CPU s are start-up, ` +
+      `index, manifests, copies and messages between threads. Ideal on ${r.machine.cores} cores: ${f2(sum / r.machine.cores)} s.`,
+    '',
+  ];
 }
