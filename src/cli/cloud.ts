@@ -163,6 +163,8 @@ export function registerEbs(program: Command): Command {
             process.stdout.write(
               r.alreadyPushed
                 ? `${r.vm} disk ${r.diskIndex} of ${r.snapshot}: already pushed as ${r.ebsSnapshotId}\n`
+                : r.unchanged
+                ? `${r.vm} disk ${r.diskIndex} of ${r.snapshot}: unchanged since ${r.baseSnapshot}; ${r.ebsSnapshotId} holds it (no new EBS snapshot)\n`
                 : `${r.vm} disk ${r.diskIndex} of ${r.snapshot} -> ${r.ebsSnapshotId}` +
                     `${r.parentEbsSnapshotId ? ` (on top of ${r.parentEbsSnapshotId} = ${r.baseSnapshot})` : ' (full)'}: ` +
                     `${r.blocksSent} of ${r.totalBlocks} blocks, ${formatBytes(r.bytesSent)} in ${(r.durationMs / 1000).toFixed(1)} s` +

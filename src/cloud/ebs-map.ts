@@ -34,6 +34,8 @@ export interface EbsMapRecord {
   /** The EBS snapshot this one was pushed on top of, and the pilotlight snapshot it holds. */
   parentEbsSnapshotId?: string;
   baseSnapshot?: string;
+  /** True when nothing changed since baseSnapshot: ebsSnapshotId is that push's snapshot. */
+  unchanged?: boolean;
   blocksSent: number;
   bytesSent: number;
   completedAt: string;

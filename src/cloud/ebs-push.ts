@@ -40,6 +40,8 @@ export interface PushImageOptions {
   image: DiskImage;
   /** The previous push: its EBS snapshot becomes ParentSnapshotId, its image the diff base. */
   parent?: { image: DiskImage; ebsSnapshotId: string };
+  /** The parent's volume size: an unchanged image is only pushed again when it must grow. */
+  parentVolumeSizeGiB?: number;
   /** Default: the disk capacity rounded up to GiB (never less than the parent's). */
   volumeSizeGiB?: number;
   /** PutSnapshotBlock requests in flight (default 16). */
@@ -67,6 +69,11 @@ export interface PushImageResult {
   retries: number;
   throttled: number;
   status: string;
+  /**
+   * Nothing changed since the parent: no EBS snapshot was created and `ebsSnapshotId` is
+   * the parent's, which already holds this image.
+   */
+  unchanged?: boolean;
   durationMs: number;
 }
 
@@ -118,6 +125,30 @@ export async function pushImageToEbs(o: PushImageOptions): Promise<PushImageResu
     retries++;
     if (isThrottle(err)) throttled++;
   };
+
+  // Look at the first changed chunk before creating anything: with a parent and no change,
+  // the parent's EBS snapshot already holds this image, and no new snapshot is made.
+  const changedIter = (parent ? image.changedChunks(parent.image) : image.changedChunks())[Symbol.asyncIterator]();
+  const firstChanged = await changedIter.next();
+  if (firstChanged.done && parent && (o.parentVolumeSizeGiB === undefined || o.parentVolumeSizeGiB >= size)) {
+    return {
+      ebsSnapshotId: parent.ebsSnapshotId,
+      parentEbsSnapshotId: parent.ebsSnapshotId,
+      volumeSizeGiB: size,
+      totalBlocks: blockCount(image.capacity),
+      blocksSent: 0,
+      bytesSent: 0,
+      retries: 0,
+      throttled: 0,
+      status: 'completed',
+      unchanged: true,
+      durationMs: Math.round(performance.now() - t0),
+    };
+  }
+  const changed = (async function* () {
+    if (!firstChanged.done) yield firstChanged.value;
+    for (let r = await changedIter.next(); !r.done; r = await changedIter.next()) yield r.value;
+  })();
 
   let start;
   try {
@@ -179,7 +210,6 @@ export async function pushImageToEbs(o: PushImageOptions): Promise<PushImageResu
   };
 
   try {
-    const changed = parent ? image.changedChunks(parent.image) : image.changedChunks();
     for await (const block of readBlocks(image, blocksOfChunks(changed, per))) {
       if (failure) break;
       o.signal?.throwIfAborted();
@@ -329,10 +359,11 @@ export async function ebsPush(o: EbsPushOptions): Promise<EbsPushResult> {
     image,
     volumeSizeGiB: volume,
     parent: parentRec && parentImage ? { image: parentImage, ebsSnapshotId: parentRec.ebsSnapshotId } : undefined,
+    parentVolumeSizeGiB: parentRec?.volumeSizeGiB,
     description: o.description ?? `pilotlight ${snapshot.vm} disk ${diskIndex} (${disk.name}) snapshot ${snapshot.id}`,
     tags: { 'pilotlight:vm': snapshot.vm, 'pilotlight:snapshot': snapshot.id, 'pilotlight:disk': String(diskIndex), ...o.tags },
   });
-  if (o.ec2 && res.status !== 'completed') {
+  if (o.ec2 && res.status !== 'completed' && !res.unchanged) {
     await waitSnapshotCompleted(o.ec2, res.ebsSnapshotId, { intervalMs: o.waitIntervalMs, signal: o.signal });
     res.status = 'completed';
   }
@@ -349,8 +380,9 @@ export async function ebsPush(o: EbsPushOptions): Promise<EbsPushResult> {
     ebsSnapshotId: res.ebsSnapshotId,
     volumeSizeGiB: res.volumeSizeGiB,
     blockSize: EBS_BLOCK_SIZE,
-    parentEbsSnapshotId: res.parentEbsSnapshotId,
+    parentEbsSnapshotId: res.unchanged ? undefined : res.parentEbsSnapshotId,
     baseSnapshot: parentRec?.snapshot,
+    ...(res.unchanged ? { unchanged: true } : {}),
     blocksSent: res.blocksSent,
     bytesSent: res.bytesSent,
     completedAt: new Date().toISOString(),

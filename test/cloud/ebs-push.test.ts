@@ -114,11 +114,20 @@ describe('ebs push (AWS test double)', () => {
     assert.equal(changed.ChangedBlocks?.length, 2);
     assert.equal(changed.BlockSize, EBS_BLOCK_SIZE);
 
+    // A newer snapshot with the same content: no new EBS snapshot, the previous one is recorded.
+    const s4 = repo.add('s4', '2026-01-01T00:45:00.000Z', Buffer.from(d3));
+    const starts = dbl.state.counters.StartSnapshot;
+    const r4 = await ebsPush({ ebs, store, snapshot: s4, diskIndex: 0, openImage: repo.openImage });
+    assert.equal(r4.unchanged, true);
+    assert.equal(r4.ebsSnapshotId, r3.ebsSnapshotId);
+    assert.equal(dbl.state.counters.StartSnapshot, starts, 'no StartSnapshot');
+    assert.equal((await getEbsMap(store, 'web 01', 0, 's4'))?.ebsSnapshotId, r3.ebsSnapshotId);
     const maps = await listEbsMaps(store, 'web 01', 0);
     assert.deepEqual(maps.map((m) => [m.snapshot, m.ebsSnapshotId, m.parentEbsSnapshotId]), [
       ['s1', r1.ebsSnapshotId, undefined],
       ['s2', r2.ebsSnapshotId, r1.ebsSnapshotId],
       ['s3', r3.ebsSnapshotId, r2.ebsSnapshotId],
+      ['s4', r3.ebsSnapshotId, undefined],
     ]);
     // Pushing the same snapshot again sends nothing.
     const again = await ebsPush({ ebs, store, snapshot: s3, diskIndex: 0, openImage: repo.openImage });

@@ -205,6 +205,46 @@ describe('cloud paths on a real repository (CLI, AWS test double)', () => {
     ebsIds.push(pushed.ebsSnapshotId);
   });
 
+  it('a two-disk VM: both disks pushed, boot + data disk mapped', async () => {
+    const a = path.join(dir, 'db-boot.raw');
+    const b = path.join(dir, 'db-data.raw');
+    const boot = Buffer.concat([pseudoRandom(MiB, 71), Buffer.alloc(3 * MiB)]);
+    const data = Buffer.concat([Buffer.alloc(5 * MiB), pseudoRandom(MiB + 512, 72)]); // 6 MiB + 512 bytes
+    await fsp.writeFile(a, boot);
+    await fsp.writeFile(b, data);
+    const snap = (await cliJson(['backup', 'file', a, b, '--vm', 'db'])).snapshot;
+    const out = await cliJson(['ebs', 'push', 'latest', '--vm', 'db']);
+    assert.equal(out.disks.length, 2);
+    assert.deepEqual(out.disks.map((d: { diskIndex: number }) => d.diskIndex), [0, 1]);
+    assert.ok(dbl.snapshotImage(out.disks[0].ebsSnapshotId, boot.length).equals(boot));
+    assert.ok(dbl.snapshotImage(out.disks[1].ebsSnapshotId, data.length).equals(data));
+    assert.equal(out.disks[1].blocksSent, 3);
+    const rec = await cliJson(['recover', 'ec2', '--vm', 'db', '--instance-type', 'r6i.large', '--boot-mode', 'uefi', '--root-device', '/dev/xvda', '--wait-interval', '0.01']);
+    assert.equal(rec.snapshot, snap);
+    const img = dbl.state.images.get(rec.imageId)!;
+    assert.deepEqual(img.mappings.map((m) => [m.deviceName, m.snapshotId]), [
+      ['/dev/xvda', out.disks[0].ebsSnapshotId],
+      ['/dev/sdf', out.disks[1].ebsSnapshotId],
+    ]);
+    assert.equal(img.bootMode, 'uefi');
+    // --disk pushes one disk only; recovering that snapshot then says which disk is missing.
+    data.write('more', 100);
+    await fsp.writeFile(b, data);
+    const snap2 = (await cliJson(['backup', 'file', a, b, '--vm', 'db'])).snapshot;
+    const one = await cliJson(['ebs', 'push', snap2, '--vm', 'db', '--disk', '0']);
+    assert.equal(one.disks.length, 1);
+    assert.equal(one.disks[0].blocksSent, 0, 'the boot disk did not change');
+    assert.equal(one.disks[0].unchanged, true);
+    assert.equal(one.disks[0].ebsSnapshotId, out.disks[0].ebsSnapshotId, 'no new EBS snapshot for an unchanged disk');
+    assert.equal(one.disks[0].parentEbsSnapshotId, out.disks[0].ebsSnapshotId);
+    const missing = await cli(['recover', 'ec2', snap2, '--vm', 'db', '--name', 'x']);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, new RegExp(`snapshot ${snap2} disk 1 was not pushed to EBS`));
+    // Without a snapshot argument, the newest fully pushed one (snap) is used.
+    const auto = await cliJson(['recover', 'ec2', '--vm', 'db', '--name', 'auto']);
+    assert.equal(auto.snapshot, snap);
+  });
+
   it('clear errors: missing snapshot, missing permission', async () => {
     const missing = await cli(['ebs', 'push', '20990101T000000Z-deadbeef', '--vm', 'web 01']);
     assert.notEqual(missing.code, 0);
