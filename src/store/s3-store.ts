@@ -79,7 +79,10 @@ export interface S3StoreOptions {
 export class S3StoreError extends Error {
   constructor(
     message: string,
-    /** S3_NO_SUCH_BUCKET, S3_ACCESS_DENIED, S3_ENDPOINT_NOT_FOUND, S3_UNREACHABLE, S3_NETWORK, S3_SERVER_ERROR, S3_INTEGRITY, S3_ERROR */
+    /**
+     * S3_NO_SUCH_BUCKET, S3_ACCESS_DENIED, S3_NO_CREDENTIALS, S3_NO_REGION, S3_WRONG_REGION,
+     * S3_ENDPOINT_NOT_FOUND, S3_UNREACHABLE, S3_NETWORK, S3_SERVER_ERROR, S3_INTEGRITY, S3_ERROR
+     */
     readonly code: string,
     readonly retryable: boolean,
     readonly status?: number,
@@ -275,6 +278,28 @@ export class S3Store implements BlobStore, RequestReporter {
     const make = (message: string, c: string, retryable: boolean) =>
       new S3StoreError(message, c, retryable, status, code ?? errno, { cause: err });
 
+    const msg = String((err as Error)?.message ?? '');
+    if ((err as Error)?.name === 'CredentialsProviderError' || /Could not load credentials/i.test(msg)) {
+      return make(
+        `no AWS credentials found for ${where} (${what}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an instance role is available`,
+        'S3_NO_CREDENTIALS',
+        false,
+      );
+    }
+    if (/Region is missing/i.test(msg)) {
+      return make(
+        `no AWS region configured (${what}): set AWS_REGION (for example AWS_REGION=eu-west-1) to the bucket's region, or give --s3-endpoint for an S3-compatible service`,
+        'S3_NO_REGION',
+        false,
+      );
+    }
+    if (code === 'PermanentRedirect' || code === 'AuthorizationHeaderMalformed' || status === 301) {
+      return make(
+        `bucket "${this.bucket}" is in another region than the one configured (${what}): set AWS_REGION to the bucket's region`,
+        'S3_WRONG_REGION',
+        false,
+      );
+    }
     if (code === 'NoSuchBucket') {
       return make(
         `bucket "${this.bucket}" does not exist at ${where} (${what}): create it first (for example \`aws s3 mb s3://${this.bucket}\`), or fix the bucket name in --repo`,

@@ -366,6 +366,36 @@ describe('s3 store on RGW', () => {
     assert.equal(retries, 0);
   });
 
+  it('no credentials and no region are clear errors', async () => {
+    const saved = { ...process.env };
+    for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL']) {
+      delete process.env[k];
+    }
+    Object.assign(process.env, {
+      AWS_CONFIG_FILE: '/nonexistent/pilotlight-test/config',
+      AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/pilotlight-test/credentials',
+      AWS_EC2_METADATA_DISABLED: 'true',
+    });
+    try {
+      const port = await unusedPort();
+      await assert.rejects(openStore('s3://some-bucket/x', { s3Endpoint: `http://127.0.0.1:${port}`, retry: { maxAttempts: 1 } }), (e: S3StoreError) => {
+        assert.equal(e.code, 'S3_NO_CREDENTIALS', e.message);
+        assert.match(e.message, /AWS_ACCESS_KEY_ID/);
+        return true;
+      });
+      process.env.AWS_ACCESS_KEY_ID = 'x';
+      process.env.AWS_SECRET_ACCESS_KEY = 'y';
+      await assert.rejects(openStore('s3://some-bucket/x', { retry: { maxAttempts: 1 } }), (e: S3StoreError) => {
+        assert.equal(e.code, 'S3_NO_REGION', e.message);
+        assert.match(e.message, /AWS_REGION/);
+        return true;
+      });
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+    }
+  });
+
   it('a refused connection (nothing listening) is a clear error after the retries', async () => {
     const port = await unusedPort();
     let retries = 0;
