@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { runDoctor } from '../../src/source/vsphere/doctor.js';
-import { VCSIM_PASSWORD, VCSIM_USER, unclosed } from './helpers.js';
+import { VCSIM_PASSWORD, VCSIM_USER, runCli, unclosed } from './helpers.js';
 import { VM, startLab, type Lab } from './lab.js';
 
 let lab: Lab;
@@ -58,4 +58,25 @@ test('doctor: a wrong thumbprint, a wrong password and a missing VDDK are report
 
   const down = await runDoctor({ server: 'https://127.0.0.1:1/sdk' });
   assert.deepEqual(down.map((c) => [c.check, c.ok]), [['connectivity', false]]);
+});
+
+test('doctor through the CLI: --json and the exit status', async () => {
+  const env = { ...lab.vddkEnv, VSPHERE_PASSWORD: VCSIM_PASSWORD };
+  const args = ['--json', 'doctor', 'vsphere', '--server', lab.proxy.url, '--thumbprint', lab.proxy.thumbprint, '--username', VCSIM_USER, '--vm', VM, '--vddk-libdir', lab.vddkLibDir];
+  // CBT is off on this VM unless a test before enabled it: the exit status follows the checks
+  const out = await runCli(lab.dir, args, env).catch((e: { stdout: string; exitCode: number }) => {
+    assert.equal(e.exitCode, 1);
+    return e.stdout;
+  });
+  const r = JSON.parse(out) as { ok: boolean; checks: Array<{ check: string; ok: boolean }> };
+  assert.deepEqual(r.checks.map((c) => c.check), ['connectivity', 'thumbprint', 'api', 'login', 'vm', 'cbt', 'vddk']);
+  assert.ok(r.checks.filter((c) => c.check !== 'cbt').every((c) => c.ok));
+  assert.equal(r.ok, r.checks.every((c) => c.ok));
+  const wrong = args.map((a, i) => (args[i - 1] === '--thumbprint' ? lab.sim.thumbprint : a));
+  await assert.rejects(runCli(lab.dir, wrong, env), (e: { stdout: string; exitCode: number }) => {
+    assert.equal(e.exitCode, 1);
+    const checks = (JSON.parse(e.stdout) as { checks: Array<{ check: string; ok: boolean }> }).checks;
+    assert.deepEqual(checks.map((c) => [c.check, c.ok]), [['connectivity', true], ['thumbprint', false]]);
+    return true;
+  });
 });

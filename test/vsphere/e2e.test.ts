@@ -9,53 +9,26 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { runBackup } from '../../src/engine/backup.js';
 import { Repository } from '../../src/repo/repository.js';
 import { openStore } from '../../src/store/open-store.js';
 import { VimClient, parseMoRef, type MoRef } from '../../src/source/vsphere/client.js';
 import { VsphereSource } from '../../src/source/vsphere/vsphere-source.js';
-import { VCSIM_PASSWORD, VCSIM_USER, unclosed } from './helpers.js';
+import { VCSIM_PASSWORD, VCSIM_USER, cliDriver, runCli, unclosed } from './helpers.js';
 import { DISKS, VM, scribble, startLab, type Lab } from './lab.js';
 
-const run = promisify(execFile);
 const REPO_PASSWORD = 'e2e repository password';
-
-/** Runs the CLI of this build (the same tree as this test), with `backup vsphere` registered. */
-const DRIVER = `
-const [mainUrl, vsUrl, ...args] = process.argv.slice(2);
-const m = await import(mainUrl);
-const vs = await import(vsUrl);
-const program = await m.buildProgram();
-const backup = program.commands.find((c) => c.name() === 'backup');
-if (!backup.commands.some((c) => c.name() === 'vsphere')) vs.registerVsphereBackup(backup);
-try { await program.parseAsync(['node', 'pilotlight', ...args]); }
-catch (e) { if (e && e.code && String(e.code).startsWith('commander.')) { process.exitCode = e.exitCode; } else { process.stderr.write('pilotlight: ' + (e && e.message) + '\\n'); process.exitCode = 1; } }
-`;
 
 let lab: Lab;
 let repoDir: string;
 let passwordFile: string;
 
-async function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<string> {
-  const mainUrl = new URL('../../src/cli/main.js', import.meta.url).href;
-  const vsUrl = new URL('../../src/cli/vsphere.js', import.meta.url).href;
-  try {
-    const driver = path.join(lab.dir, 'cli-driver.mjs');
-    writeFileSync(driver, DRIVER);
-    const r = await run(process.execPath, [driver, mainUrl, vsUrl, ...args], {
-      env: { ...process.env, ...extraEnv },
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    return r.stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; stdout?: string; message: string };
-    throw new Error(`pilotlight ${args.join(' ')} failed: ${e.stderr || e.message}`);
-  }
+function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<string> {
+  return runCli(lab.dir, args, extraEnv);
 }
 
 function expected(): Buffer[] {
@@ -235,12 +208,9 @@ test('a wrong thumbprint stops the CLI before login; nothing is left behind', as
 
 test('Ctrl-C during the reads: the CLI stops, removes the vSphere snapshot and closes VDDK', async () => {
   scribble(lab.live[0], 1024 * 1024, randomBytes(2 * 1024 * 1024));
-  const driver = path.join(lab.dir, 'cli-driver.mjs');
-  writeFileSync(driver, DRIVER);
-  const mainUrl = new URL('../../src/cli/main.js', import.meta.url).href;
-  const vsUrl = new URL('../../src/cli/vsphere.js', import.meta.url).href;
+  const driver = cliDriver(lab.dir);
   const logBefore = readFileSync(lab.vddkLog, 'utf8').length;
-  const child = spawn(process.execPath, [driver, mainUrl, vsUrl, ...backupArgs()], {
+  const child = spawn(process.execPath, [...driver, ...backupArgs()], {
     env: { ...process.env, ...lab.vddkEnv, VSPHERE_PASSWORD: VCSIM_PASSWORD, FAKE_VDDK_READ_DELAY_US: '2000000' },
     detached: true, // its own process group, like a terminal job
     stdio: ['ignore', 'pipe', 'pipe'],

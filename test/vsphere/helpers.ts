@@ -2,8 +2,8 @@
  * Shared helpers for the vSphere tests: locate (and if needed build) the test doubles
  * (vcsim launcher, fake VDDK library) via scripts/vsphere-test-setup.sh, and start vcsim.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir, homedir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -118,4 +118,46 @@ export function unclosed(logFile: string): { handles: string[]; connections: str
     else if (l === 'Exit') exits++;
   }
   return { handles: [...handles], connections: [...conns], exited: inits > 0 && exits === inits, initialized: inits > 0 };
+}
+
+/**
+ * Runs the CLI of this build (the same tree as the tests) with `backup vsphere` and
+ * `doctor vsphere` registered, whether or not the core CLI wires them yet.
+ */
+const DRIVER = `
+const [mainUrl, vsUrl, ...args] = process.argv.slice(2);
+const m = await import(mainUrl);
+const vs = await import(vsUrl);
+const program = await m.buildProgram();
+const backup = program.commands.find((c) => c.name() === 'backup');
+if (!backup.commands.some((c) => c.name() === 'vsphere')) vs.registerVsphereBackup(backup);
+const doctor = program.commands.find((c) => c.name() === 'doctor');
+if (!doctor || !doctor.commands.some((c) => c.name() === 'vsphere')) vs.registerDoctor(program);
+try { await program.parseAsync(['node', 'pilotlight', ...args]); }
+catch (e) {
+  if (e && e.code && String(e.code).startsWith('commander.')) process.exitCode = e.exitCode;
+  else { process.stderr.write('pilotlight: ' + (e && e.message) + '\\n'); process.exitCode = 1; }
+}
+`;
+
+/** node arguments that run the CLI driver: [driver.mjs, main.js URL, vsphere.js URL]. */
+export function cliDriver(dir: string): string[] {
+  const driver = path.join(dir, 'cli-driver.mjs');
+  writeFileSync(driver, DRIVER);
+  return [
+    driver,
+    new URL('../../src/cli/main.js', import.meta.url).href,
+    new URL('../../src/cli/vsphere.js', import.meta.url).href,
+  ];
+}
+
+export function runCli(dir: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [...cliDriver(dir), ...args], { env: { ...process.env, ...extraEnv }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) {
+        const e = Object.assign(new Error(`pilotlight ${args.join(' ')} failed (${err.code}): ${stderr || err.message}`), { stdout, stderr, exitCode: err.code });
+        reject(e);
+      } else resolve(stdout);
+    });
+  });
 }
