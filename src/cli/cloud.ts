@@ -90,6 +90,8 @@ export interface EbsPushCliOptions extends AwsOptions {
   concurrency?: number;
   full?: boolean;
   timeoutMinutes?: number;
+  encrypted?: boolean;
+  kmsKeyArn?: string;
   json?: boolean;
   waitIntervalMs?: number;
   /** Stops the push (Ctrl-C): nothing is recorded, the EBS snapshot is left pending. */
@@ -119,6 +121,8 @@ export async function pushSnapshotToEbs(repo: Repository, record: SnapshotRecord
         ratePerSecond: opts.rate,
         concurrency: opts.concurrency,
         full: opts.full,
+        encrypted: opts.encrypted,
+        kmsKeyArn: opts.kmsKeyArn,
         timeoutMinutes: opts.timeoutMinutes,
         waitIntervalMs: opts.waitIntervalMs,
         signal: opts.signal,
@@ -148,6 +152,8 @@ export function registerEbs(program: Command): Command {
       .option('--rate <n>', `PutSnapshotBlock requests per second per snapshot (default ${DEFAULT_PUT_RATE}, the AWS limit)`, parseIntOption('--rate'))
       .option('--concurrency <n>', `blocks in flight (default ${DEFAULT_CONCURRENCY})`, parseIntOption('--concurrency'))
       .option('--full', 'push every non-zero block without a parent, even when an earlier push is recorded')
+      .option('--encrypted', 'encrypt the EBS snapshots (the default EBS KMS key unless --kms-key-arn)')
+      .option('--kms-key-arn <arn>', 'KMS key for the EBS snapshots (implies --encrypted)')
       .option('--timeout-minutes <n>', 'minutes AWS waits for the push to complete before abandoning it (default 60)', parseIntOption('--timeout-minutes')),
   ).action(async (ref: string, opts: EbsPushCliOptions & { vm: string }, cmd: Command) =>
     run(cmd, async () => {

@@ -51,6 +51,9 @@ export interface PushImageOptions {
   retry?: Partial<RetryPolicy>;
   description?: string;
   tags?: Record<string, string>;
+  /** Encrypt the EBS snapshot (with `kmsKeyArn`, or the account's default EBS key). */
+  encrypted?: boolean;
+  kmsKeyArn?: string;
   /** Minutes AWS keeps the snapshot pending before giving up on it (StartSnapshot Timeout). */
   timeoutMinutes?: number;
   signal?: AbortSignal;
@@ -161,6 +164,8 @@ export async function pushImageToEbs(o: PushImageOptions): Promise<PushImageResu
             Description: o.description,
             Tags: o.tags ? Object.entries(o.tags).map(([Key, Value]) => ({ Key, Value })) : undefined,
             Timeout: o.timeoutMinutes ?? 60,
+            Encrypted: o.encrypted || o.kmsKeyArn ? true : undefined,
+            KmsKeyArn: o.kmsKeyArn,
             ClientToken: randomUUID(),
           }),
           { abortSignal: o.signal },

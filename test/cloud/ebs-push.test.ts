@@ -218,6 +218,20 @@ describe('ebs push (AWS test double)', () => {
     }
   });
 
+  it('encrypts with a KMS key; children of an encrypted parent stay encrypted', async () => {
+    const ebs = dbl.ebsClient();
+    const d1 = baseDisk();
+    const d2 = Buffer.from(d1);
+    d2.write('enc', 100);
+    const key = 'arn:aws:kms:us-east-1:123456789012:key/1111-2222';
+    const a = await pushImageToEbs({ ebs, image: new MemoryDiskImage(d1), kmsKeyArn: key });
+    const b = await pushImageToEbs({ ebs, image: new MemoryDiskImage(d2), parent: { image: new MemoryDiskImage(d1), ebsSnapshotId: a.ebsSnapshotId } });
+    assert.equal(dbl.state.snapshots.get(a.ebsSnapshotId)!.kmsKeyArn, key);
+    assert.equal(dbl.state.snapshots.get(b.ebsSnapshotId)!.encrypted, true);
+    assert.equal(b.blocksSent, 1);
+    assert.ok(dbl.snapshotImage(b.ebsSnapshotId, CAPACITY).equals(d2));
+  });
+
   it('retries throttling and 5xx answers', async () => {
     const d = await startAwsDouble({ faults: { throttleEvery: 4, serverErrorEvery: 7 } });
     try {

@@ -135,7 +135,12 @@ export async function handleEbs(state: AwsDoubleState, req: IncomingMessage, res
       if (state.options.maxPendingSnapshots !== undefined && pending >= state.options.maxPendingSnapshots) {
         throw new EbsError(402, 'ServiceQuotaExceededException', 'You have reached the limit for concurrent snapshots.', 'DEPENDENCY_SERVICE_QUOTA_EXCEEDED');
       }
+      if (body.KmsKeyArn && body.Encrypted !== true) throw validation('KmsKeyArn needs Encrypted set to true.', 'INVALID_PARAMETER_VALUE');
+      // An encrypted parent makes the child encrypted (with the parent's key unless another is given).
+      const encrypted = body.Encrypted === true || parent?.encrypted === true;
       const snap: DoubleSnapshot = {
+        encrypted,
+        kmsKeyArn: encrypted ? (body.KmsKeyArn ?? parent?.kmsKeyArn ?? 'arn:aws:kms:us-east-1:123456789012:alias/aws/ebs') : undefined,
         id: `snap-${randomBytes(8).toString('hex').slice(0, 17)}`,
         parentId: parent?.id,
         volumeSize: size,
@@ -330,5 +335,6 @@ function startResponse(res: ServerResponse, s: DoubleSnapshot): void {
     Tags: s.tags,
     ...(s.parentId ? { ParentSnapshotId: s.parentId } : {}),
     ...(s.description ? { Description: s.description } : {}),
+    ...(s.kmsKeyArn ? { KmsKeyArn: s.kmsKeyArn } : {}),
   });
 }

@@ -102,7 +102,8 @@ function snapshotXml(s: DoubleSnapshot) {
     ownerId: '123456789012',
     volumeSize: s.volumeSize,
     description: s.description,
-    encrypted: false,
+    encrypted: s.encrypted,
+    kmsKeyId: s.kmsKeyArn,
   };
 }
 
@@ -191,6 +192,7 @@ async function runImport(state: AwsDoubleState, t: DoubleImportTask): Promise<vo
         blocks: new Map(),
         writes: new Set(),
         source: 'import',
+        encrypted: false,
       };
       let buf = Buffer.alloc(EBS_BLOCK_SIZE);
       let fill = 0;

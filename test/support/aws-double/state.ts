@@ -23,6 +23,8 @@ export interface DoubleSnapshot {
   /** Distinct block indexes written (ChangedBlocksCount must equal its size). */
   writes: Set<number>;
   source: 'ebs-direct' | 'import';
+  encrypted: boolean;
+  kmsKeyArn?: string;
   rateWindow?: { sec: number; count: number };
 }
 
