@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import * as os from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { makeSeries, defaultSeriesDir, type SeriesState } from './make-series.js';
-import { parseArgs, parseSize, sizeLabel, median, sh, shLoud, which, repoRoot, fmtSize, MiB } from './lib/util.js';
+import { parseArgs, parseSize, sizeLabel, median, sh, shLoud, which, repoRoot, fmtSize, timedOk, MiB } from './lib/util.js';
 import { Pilotlight, Restic, Borg, pilotlightAvailable, toolVersion, type Tool } from './lib/tools.js';
 import { denseSample, measureStages, type StageResult } from './lib/stages.js';
 import { markdown, svg, type Results, type StepResult, type Agg, type Sample } from './lib/report.js';
@@ -137,6 +137,7 @@ async function main(): Promise<void> {
   let stageNotes: string[] = [];
   let settings: Record<string, string> = {};
   let plStats: Record<string, unknown> | undefined;
+  const fixed = { nodeBare: [] as Sample[], startup: [] as Sample[], empty: [] as Sample[] };
   const sample = path.join(sdir, 'web1-0.nonzero.bin');
   denseSample(img(web1[0]), sample);
   const inProcess = quick ? 256 * MiB : 1024 * MiB;
@@ -191,6 +192,18 @@ async function main(): Promise<void> {
       if (pl instanceof Pilotlight) plStats = await pl.stats();
       // Local caches are not counted in repository sizes; say how big they are.
       for (const t of tools) notes.push(`${t.name}: local cache outside the repository after the series: ${fmtSize(await t.cacheBytes())}`);
+    }
+    // Fixed costs of pilotlight: start-up, and a backup with nothing to read.
+    const plk = tools.findIndex((t) => t.name === 'pilotlight');
+    const pl = tools[plk];
+    if (pl instanceof Pilotlight && alive[plk]) {
+      try {
+        const toS = (t: { wallMs: number; userS: number; sysS: number; maxRssBytes: number }): Sample =>
+          ({ wallS: t.wallMs / 1000, cpuS: t.userS + t.sysS, rssMB: t.maxRssBytes / 1e6, repoBytes: 0 });
+        fixed.nodeBare.push(toS(await timedOk(process.execPath, ['-e', '0'])));
+        fixed.startup.push(toS(await pl.startup()));
+        fixed.empty.push(toS(await pl.emptyIncremental({ vm: 'web1', image: img(last), first: false, label: `${last.name} again` })));
+      } catch (e) { notes.push(`pilotlight fixed-cost runs failed: ${(e as Error).message.split('\n')[0]}`); }
     }
     log(`rep ${rep + 1}/${reps}: machine limits`);
     const st = await measureStages(root, sample, inProcess);
@@ -298,6 +311,7 @@ async function main(): Promise<void> {
     dedup: { series: seriesDedup, crossVm: cross },
     stages: { median: stageMed, notes: stageNotes },
     ...(plStats ? { pilotlightStats: plStats } : {}),
+    ...(fixed.startup.length ? { pilotlightFixed: { nodeBare: aggregate(fixed.nodeBare), startup: aggregate(fixed.startup), emptyIncremental: aggregate(fixed.empty) } } : {}),
     notes,
     runSeconds: Math.round((Date.now() - started) / 1000),
   };

@@ -49,6 +49,8 @@ export interface Results {
   };
   stages: { median: StageResult[]; notes: string[] };
   pilotlightStats?: Record<string, unknown>;
+  /** `node -e 0`, `pilotlight --help`, and a backup with an empty change list. */
+  pilotlightFixed?: { nodeBare: Agg; startup: Agg; emptyIncremental: Agg };
   notes: string[];
   runSeconds: number;
 }
@@ -128,6 +130,8 @@ export function markdown(r: Results): string {
   }
   L.push('');
   L.push(...timeBudget(r));
+  L.push(...fixedCosts(r));
+  L.push(...targets(r));
   const ps = r.pilotlightStats;
   if (ps && typeof ps.dedupRatio === 'number' && typeof ps.compressionRatio === 'number') {
     L.push(`pilotlight's own \`stats\` after the series: ${ps.snapshots} snapshots, ${mbs(Number(ps.logicalBytes))} MB logical (non-zero chunks referenced), ` +
@@ -259,11 +263,91 @@ function timeBudget(r: Results): string[] {
   if (rd) parts.push(['read', scanned / 1e6 / rd.mbPerS]);
   if (!parts.length) return [];
   const sum = parts.reduce((x, [, v]) => x + v, 0);
+  const restoreLine: string[] = [];
+  const rs = r.restore.tools.pilotlight;
+  const dz = find('pilotlight zstd (64');
+  const op = find('pilotlight AES-256-GCM open');
+  if (rs && !rs.error && hash && dz && op) {
+    const nz = r.restore.nonZeroBytes / 1e6;
+    const st = (r.dedup.series.pilotlight?.storedBytes ?? 0) / 1e6 * (r.restore.nonZeroBytes / Math.max(1, r.dedup.series.pilotlight?.logicalBytes ?? 1));
+    const need = st / op.mbPerS + nz / dz.mbPerS + nz / hash.mbPerS;
+    restoreLine.push(`Restore of ${r.restore.label}: ${f1(rs.cpuS)} CPU s in ${f1(rs.wallS)} s; decrypting (~${mbs(st * 1e6)} MB), decompressing and re-hashing ${mbs(nz * 1e6)} MB ` +
+      `need about ${f2(need)} CPU s at the one-thread speeds above (ideal on ${r.machine.cores} cores: ${f2(need / r.machine.cores)} s), before writing the image.`, '');
+  }
   return [
     `Where the first backup's time goes (pilotlight, medians): it used ${f1(a.cpuS)} CPU s in ${f1(a.wallS)} s of wall clock ` +
       `(${f2(a.cpuS / a.wallS)} of ${r.machine.cores} cores busy). At the one-thread speeds measured above, its stages need ` +
       parts.map(([k, v]) => `${k} ${f2(v)} s`).join(', ') + ` = ${f2(sum)} CPU s; the other ${f2(Math.max(0, a.cpuS - sum))} CPU s are start-up, ` +
       `index, manifests, copies and messages between threads. Ideal on ${r.machine.cores} cores: ${f2(sum / r.machine.cores)} s.`,
     '',
+    ...restoreLine,
   ];
+}
+
+/** Least-squares line through (x, y) points: y = a + b x. */
+function fit(pts: [number, number][]): { a: number; b: number } | undefined {
+  if (pts.length < 2) return undefined;
+  const n = pts.length;
+  const mx = pts.reduce((s, [x]) => s + x, 0) / n;
+  const my = pts.reduce((s, [, y]) => s + y, 0) / n;
+  const sxx = pts.reduce((s, [x]) => s + (x - mx) ** 2, 0);
+  if (sxx === 0) return undefined;
+  const b = pts.reduce((s, [x, y]) => s + (x - mx) * (y - my), 0) / sxx;
+  return { a: my - b * mx, b };
+}
+
+function fixedCosts(r: Results): string[] {
+  const f = r.pilotlightFixed;
+  const pts: [number, number][] = r.steps
+    .filter((s) => s.kind === 'incremental' && s.tools.pilotlight && !s.tools.pilotlight.error)
+    .map((s) => [(s.changedBytes ?? 0) / 1e6, s.tools.pilotlight.wallS]);
+  if (f) pts.push([0, f.emptyIncremental.wallS]);
+  const line = fit(pts);
+  if (!f && !line) return [];
+  const out: string[] = [];
+  if (f) {
+    out.push(`Fixed costs of pilotlight (medians): \`node -e 0\` ${f2(f.nodeBare.wallS)} s; \`pilotlight --help\` (loading the CLI) ${f2(f.startup.wallS)} s, ` +
+      `${f1(f.startup.rssMB)} MB RSS; an incremental backup with an empty change list ${f2(f.emptyIncremental.wallS)} s, ${f2(f.emptyIncremental.cpuS)} CPU s, ${f1(f.emptyIncremental.rssMB)} MB RSS.`);
+  }
+  if (line && line.b > 0) {
+    out.push(`Incrementals with change lists fit time ≈ ${f2(line.a)} s + changed MB / ${(1 / line.b).toFixed(0)} MB/s (least squares over ${pts.length} points${f ? ', the empty one included' : ''}).`);
+  }
+  out.push('');
+  return out;
+}
+
+/** The targets of issues 6 and 2, next to what this run measured. */
+function targets(r: Results): string[] {
+  const pl = r.steps.map((s) => s.tools.pilotlight).filter((a) => a && !a.error);
+  if (!pl.length) return [];
+  const rows: [string, string, boolean | undefined][] = [];
+  const first = r.steps[0];
+  const sp = (peer: string) => first.speedup[peer];
+  if (Number.isFinite(sp('borg'))) rows.push(['first backup in at most 1/3 of borg\'s time', `${f1(sp('borg'))}x faster`, sp('borg') >= 3]);
+  if (Number.isFinite(sp('restic'))) rows.push(['first backup in at most 1/4 of restic\'s time', `${f1(sp('restic'))}x faster`, sp('restic') >= 4]);
+  for (const peer of ['restic', 'borg']) {
+    const inc = r.steps.filter((s) => s.kind === 'incremental').map((s) => s.speedup[peer]).filter(Number.isFinite);
+    if (inc.length) {
+      const lo = Math.min(...inc);
+      rows.push([`incrementals with change lists at least 10x faster than ${peer}`, `${inc.map((x) => f1(x)).join(', ')}x`, lo >= 10]);
+    }
+  }
+  const plRepo = r.dedup.series.pilotlight?.storedBytes;
+  const rsRepo = r.dedup.series.restic?.storedBytes;
+  const bgRepo = r.dedup.series.borg?.storedBytes;
+  if (plRepo && rsRepo) rows.push(['repository within 10% of restic\'s (zstd)', `${(((plRepo / rsRepo) - 1) * 100).toFixed(0)}% (${mbs(plRepo)} vs ${mbs(rsRepo)} MB)`, plRepo <= rsRepo * 1.1]);
+  if (plRepo && bgRepo) rows.push(['repository smaller than borg\'s', `${mbs(plRepo)} vs ${mbs(bgRepo)} MB`, plRepo < bgRepo]);
+  const rest = r.restore.tools.pilotlight;
+  const rss = Math.max(...pl.map((a) => a.rssMB), rest && !rest.error ? rest.rssMB : 0);
+  rows.push(['peak RSS under 300 MB (backups and restore)', `${rss.toFixed(0)} MB`, rss < 300]);
+  const fbRate = first.nonZeroBytes / 1e6 / first.tools.pilotlight.wallS;
+  rows.push(['first backup at 500 MB/s or more (non-zero bytes, encrypted, compressed)', `${fbRate.toFixed(0)} MB/s`, fbRate >= 500]);
+  if (rest && !rest.error) {
+    const rr = r.restore.nonZeroBytes / 1e6 / rest.wallS;
+    rows.push(['restore at 500 MB/s or more', `${rr.toFixed(0)} MB/s`, rr >= 500]);
+  }
+  const L = ['**Against the targets** of issues 6 and 2 (reported, not asserted)', '', '| target | measured | met |', '|---|---|---|'];
+  for (const [t, m, ok] of rows) L.push(`| ${t} | ${m} | ${ok === undefined ? '–' : ok ? 'yes' : 'no'} |`);
+  L.push('');
+  return L;
 }

@@ -122,10 +122,17 @@ export async function measureStages(root: string, sample: string, inProcessBytes
         c.compress(codec, chunks[0]);
       } catch { notes.push(`pilotlight ${name} did not load`); continue; }
       const out: Uint8Array[] = [];
-      const s = timeIt(() => { for (const ch of chunks) out.push(c.compress(codec, ch).bytes); });
+      const codecs: unknown[] = [];
+      const s = timeIt(() => {
+        for (const ch of chunks) { const r = c.compress(codec, ch); out.push(r.bytes); codecs.push(r.codec); }
+      });
       const outBytes = out.reduce((a, b) => a + b.length, 0);
       results.push({ stage: 'compress', how: `pilotlight ${name} (64 KiB chunks)`, bytes: n, seconds: s, mbPerS: rate(s), threads: '1', note: `ratio ${(n / outBytes).toFixed(2)}` });
       if (name === 'zstd -1') compressed = out;
+      try {
+        const sd = timeIt(() => { out.forEach((o, i) => c.decompress(codecs[i], o)); });
+        results.push({ stage: 'decompress', how: `pilotlight ${name.replace(' -1', '')} (64 KiB chunks)`, bytes: n, seconds: sd, mbPerS: rate(sd), threads: '1', note: 'MB/s of output' });
+      } catch (e) { notes.push(`pilotlight ${name} decompression failed: ${(e as Error).message}`); }
     }
   } else notes.push('pilotlight compression (dist/src/repo/compression.js) not built: in-process compression skipped');
 
@@ -133,6 +140,10 @@ export async function measureStages(root: string, sample: string, inProcessBytes
     const sealer = new cryptoMod.Sealer(randomBytes(32));
     const s = timeIt(() => { for (const c of chunks) sealer.seal([c]); });
     results.push({ stage: 'encrypt', how: 'pilotlight AES-256-GCM seal (64 KiB chunks)', bytes: n, seconds: s, mbPerS: rate(s), threads: '1' });
+    const sealed = chunks.slice(0, 2048).map((c) => sealer.seal([c]));
+    const so = timeIt(() => { for (const b of sealed) sealer.open(b, 'bench'); });
+    const ob = sealed.length * BLOCK;
+    results.push({ stage: 'decrypt', how: 'pilotlight AES-256-GCM open (64 KiB chunks)', bytes: ob, seconds: so, mbPerS: rate(so, ob), threads: '1' });
   } else notes.push('pilotlight Sealer (dist/src/repo/crypto.js) not built: in-process encryption skipped');
 
   // Pack writing: the compressed chunks appended to 16 MiB files, each fsynced, as a packer does.

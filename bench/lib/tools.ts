@@ -81,6 +81,17 @@ export class Pilotlight implements Tool {
     }
     return { ...t, report };
   }
+  /** Start-up floor: loading the CLI and printing its help. */
+  startup() {
+    return this.cli(['--help']);
+  }
+  /** The fixed cost of a backup: an incremental whose change list is empty. */
+  async emptyIncremental(step: BackupStep): Promise<BackupResult> {
+    const empty = path.join(this.work, 'empty.changes');
+    await fsp.writeFile(empty, '');
+    const img = await link(this.work, step);
+    return this.cli(['backup', 'file', img, '--repo', this.repo, '--vm', step.vm, '--json', '--changed-extents', empty]);
+  }
   async restore(vm: string, toDir: string) {
     await fsp.mkdir(toDir, { recursive: true });
     const file = path.join(toDir, `${vm}.img`);
