@@ -12,7 +12,8 @@ import {
  *
  * Transient (retried): HTTP 5xx (including 503 SlowDown), 429, 408, the S3 error codes
  * RequestTimeout / SlowDown / InternalError / BadDigest (the body was damaged on the
- * way; the bytes in memory are fine, so sending them again is right), connection
+ * way; the bytes in memory are fine, so sending them again is right) and
+ * ConditionalRequestConflict (409, concurrent conditional writes on AWS), connection
  * resets, refused connections (a server restarting), timeouts and unreachable
  * networks. Never retried: every other 4xx (access denied, missing bucket or object,
  * failed precondition, bad request: sending the same request again cannot help),
@@ -81,6 +82,9 @@ const TRANSIENT_S3_CODES = new Set([
   'BadDigest',
   'TimeoutError',
   'RequestTimeoutException',
+  // AWS: concurrent conditional writes of one key; the retry then gets 412 or succeeds.
+  'ConditionalRequestConflict',
+  'OperationAborted',
 ]);
 
 const NEVER_RETRY_CODES = new Set(['BLOB_NOT_FOUND', 'BLOB_EXISTS', 'BLOB_RANGE']);

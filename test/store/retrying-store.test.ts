@@ -150,6 +150,8 @@ describe('RetryingStore', () => {
     assert.equal(isTransientError(httpError(400, 'RequestTimeout')), true);
     assert.equal(isTransientError(httpError(400, 'BadDigest')), true);
     assert.equal(isTransientError(httpError(400, 'InvalidRequest')), false);
+    assert.equal(isTransientError(httpError(409, 'ConditionalRequestConflict')), true);
+    assert.equal(isTransientError(httpError(409, 'BucketAlreadyExists')), false);
     assert.equal(isTransientError(httpError(403, 'AccessDenied')), false);
     assert.equal(isTransientError(httpError(404, 'NoSuchKey')), false);
     assert.equal(isTransientError(netError('ECONNRESET')), true);
