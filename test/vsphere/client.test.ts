@@ -126,3 +126,20 @@ test('ReconfigVM enables CBT; snapshot create/remove through tasks', async () =>
     await c.logout();
   }
 });
+
+test('an expired session (NotAuthenticated) is renewed once and the call retried', async () => {
+  const c = await login();
+  try {
+    // end the session behind the client's back, as a vCenter idle timeout would
+    await c.invoke('Logout', { _this: { attributes: { type: 'SessionManager' }, $value: c.serviceContent.sessionManager.value } });
+    // (vcsim's property collector answers an unauthenticated call with nothing; CreateContainerView faults)
+    const vms = await c.list('VirtualMachine', ['name']);
+    assert.ok(vms.length > 0 && vms.every((v) => v.props.get('name')?.text));
+    assert.equal(c.reloginCount, 1);
+  } finally {
+    await c.logout();
+  }
+  // without credentials (never logged in) NotAuthenticated is reported as it is
+  const anon = await VimClient.connect({ server: sim.url, thumbprint: sim.thumbprint });
+  await assert.rejects(anon.list('VirtualMachine', ['name']), (e: unknown) => e instanceof VimFault && e.faultType === 'NotAuthenticated');
+});

@@ -192,6 +192,10 @@ export interface DiskChangeInfo {
 
 export class VimClient {
   private loggedIn = false;
+  private credentials?: { userName: string; password: string };
+  private relogin?: Promise<void>;
+  /** How many times an expired session was renewed. */
+  reloginCount = 0;
   private constructor(
     readonly url: URL,
     private readonly soap: SoapClient,
@@ -238,6 +242,22 @@ export class VimClient {
 
   /** Calls an operation; returns the <returnval> element (or the response element when none). */
   async invoke(op: string, args: Record<string, unknown>): Promise<XNode | undefined> {
+    try {
+      return await this.invokeOnce(op, args);
+    } catch (err) {
+      // A long backup leaves the SOAP session idle while VDDK reads; vCenter may expire
+      // it (NotAuthenticated). Log in again once and retry, so the snapshot still gets removed.
+      if (err instanceof VimFault && err.faultType === 'NotAuthenticated' && this.credentials && op !== 'Login' && op !== 'Logout') {
+        this.relogin ??= this.login(this.credentials.userName, this.credentials.password).finally(() => (this.relogin = undefined));
+        await this.relogin;
+        this.reloginCount++;
+        return this.invokeOnce(op, args);
+      }
+      throw err;
+    }
+  }
+
+  private async invokeOnce(op: string, args: Record<string, unknown>): Promise<XNode | undefined> {
     const fn = this.soap[`${op}Async`];
     if (!fn) throw new Error(`operation ${op} is not in pilotlight's vim25 WSDL`);
     let raw: string;
@@ -287,12 +307,14 @@ export class VimClient {
     if (!cookies.length) throw new VimConnectionError(`vSphere Login to ${this.url.host} returned no session cookie`);
     this.soap.addHttpHeader('Cookie', cookies.join('; '));
     this.loggedIn = true;
+    this.credentials = { userName, password };
   }
 
   async logout(): Promise<void> {
     try {
       if (!this.loggedIn) return;
       this.loggedIn = false;
+      this.credentials = undefined;
       await this.invoke('Logout', { _this: ref(this.serviceContent.sessionManager) });
     } finally {
       (this.requestOptions.httpsAgent as https.Agent | undefined)?.destroy();
@@ -327,6 +349,8 @@ export class VimClient {
   async properties(obj: MoRef, paths: string[]): Promise<Map<string, XNode>> {
     const r = await this.retrieve([{ propSet: [{ type: obj.type, pathSet: paths }], objectSet: [{ obj: ref(obj), skip: false }] }]);
     if (!r.length) throw new VimFault('RetrievePropertiesEx', 'ManagedObjectNotFound', `${obj.type} ${obj.value} not found`, HINTS.ManagedObjectNotFound);
+    const denied = r[0].missing.find((m) => m.fault === 'NoPermission' || m.fault === 'NotAuthenticated');
+    if (denied) throw new VimFault('RetrievePropertiesEx', denied.fault, `cannot read ${denied.path} of ${obj.type} ${obj.value}`, HINTS[denied.fault]);
     return r[0].props;
   }
 
@@ -380,6 +404,7 @@ export class VimClient {
     let delay = 100;
     for (;;) {
       const info = (await this.properties(task, ['info'])).get('info');
+      if (!info) throw new VimFault(operation, 'NoTaskInfo', `vSphere returned no info for task ${task.value} (session expired, or no permission to read it)`);
       const state = childText(info, 'state') ?? '';
       if (state === 'success') return { state, result: child(info, 'result') };
       if (state === 'error') {
