@@ -8,6 +8,7 @@ import { EBSClient } from '@aws-sdk/client-ebs';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import { ebsPush, EbsPushResult, DEFAULT_CONCURRENCY, DEFAULT_PUT_RATE, PushSnapshotRef } from '../cloud/ebs-push.js';
 import { getEbsMap, listEbsMaps } from '../cloud/ebs-map.js';
+import { verifyEbsSnapshot, VerifyEbsReport } from '../cloud/ebs-verify.js';
 import { CloudError } from '../cloud/errors.js';
 import { cleanupDrill, consoleOutput, recoverEc2, importSnapshotFromS3, IMAGE_DEFAULTS, RecoverDisk, RecoverEc2Report } from '../cloud/ec2-recover.js';
 import { createS3Client, parseS3Url, uploadImageToS3, UploadImageResult } from '../cloud/s3-image-upload.js';
@@ -180,6 +181,45 @@ export function registerEbs(program: Command): Command {
         }
       } finally {
         interrupt.dispose();
+        await repo.close();
+      }
+    }),
+  );
+  addAwsOptions(
+    ebs
+      .command('verify')
+      .description('read the EBS snapshot of a pushed snapshot back (ListSnapshotBlocks, GetSnapshotBlock) and compare it with the repository')
+      .argument('<snapshot>', "snapshot id (or unique prefix), or 'latest'")
+      .requiredOption('--vm <name>', 'the vm')
+      .option('--disk <n>', 'only this disk (default: every disk)', parseIntOption('--disk'))
+      .option('--sample <n>', 'compare only this many random blocks per disk (the listing is always checked whole)', parseIntOption('--sample')),
+  ).action(async (ref: string, opts: AwsOptions & { vm: string; disk?: number; sample?: number }, cmd: Command) =>
+    run(cmd, async () => {
+      const g = globals(cmd);
+      const repo = await openRepo(cmd);
+      const pool = new WorkerPool(repo);
+      const client = ebsClient(opts);
+      try {
+        const record = await new SnapshotCatalog(repo).resolve(ref, opts.vm);
+        const reports: (VerifyEbsReport & { diskIndex: number })[] = [];
+        for (const i of opts.disk === undefined ? record.disks.map((_, k) => k) : [opts.disk]) {
+          const m = await getEbsMap(repo.store, record.vm, i, record.id);
+          if (!m) throw new UserError(`snapshot ${record.id} disk ${i} was not pushed to EBS: nothing to verify ('pilotlight ebs push ${record.id} --vm ${record.vm}')`);
+          const r = await verifyEbsSnapshot({ ebs: client, image: openDiskImage(repo, pool, record, i), ebsSnapshotId: m.ebsSnapshotId, sample: opts.sample });
+          reports.push({ diskIndex: i, ...r });
+          if (!g.json) {
+            process.stdout.write(
+              `${r.ok ? 'ok' : 'MISMATCH'}: ${record.vm} disk ${i} of ${record.id} = ${r.ebsSnapshotId}: ${r.blocksListed} blocks listed, ` +
+                `${r.blocksNonZero} non-zero in the image, ${r.blocksCompared} compared` +
+                `${r.missing.length ? `, missing ${r.missing.join(' ')}` : ''}${r.mismatched.length ? `, different ${r.mismatched.join(' ')}` : ''}\n`,
+            );
+          }
+        }
+        if (g.json) printJson({ snapshot: record.id, vm: record.vm, ok: reports.every((r) => r.ok), disks: reports });
+        if (!reports.every((r) => r.ok)) process.exitCode = 3;
+      } finally {
+        client.destroy();
+        await pool.close();
         await repo.close();
       }
     }),

@@ -141,6 +141,29 @@ describe('cloud paths on a real repository (CLI, AWS test double)', () => {
     assert.equal(list.length, 3);
   });
 
+  it('ebs verify reads the EBS snapshot back and finds a damaged block', async () => {
+    const ok = await cliJson(['ebs', 'verify', snaps[2].id, '--vm', 'web 01']);
+    assert.equal(ok.ok, true);
+    assert.equal(ok.disks[0].blocksCompared, ok.disks[0].blocksListed);
+    assert.ok(ok.disks[0].blocksListed >= ok.disks[0].blocksNonZero);
+    // Damage block 20 (inside the second data region) of the snapshot that holds it.
+    const snap = dbl.state.snapshots.get(ebsIds[0])!;
+    const blk = snap.blocks.get(20)!;
+    const saved = blk.data;
+    blk.data = Buffer.from(saved);
+    blk.data[7] ^= 1;
+    try {
+      // The double's stored checksum no longer matches its data either; compare against ours.
+      blk.checksum = (await import('node:crypto')).createHash('sha256').update(blk.data).digest('base64');
+      const bad = await cli(['ebs', 'verify', snaps[2].id, '--vm', 'web 01', '--json']);
+      assert.equal(bad.code, 3);
+      assert.deepEqual(JSON.parse(bad.stdout).disks[0].mismatched, [20]);
+    } finally {
+      blk.data = saved;
+      blk.checksum = (await import('node:crypto')).createHash('sha256').update(saved).digest('base64');
+    }
+  });
+
   it('restore --to s3:// writes the same bytes as restore --to FILE', async () => {
     const key = 'restores/web01/disk0.raw';
     const out = await cliJson(['restore', snaps[2].id, '--to', `s3://${s3.bucket}/${key}`]);
