@@ -441,7 +441,11 @@ export class S3Store implements BlobStore, RequestReporter {
           }
         }
       };
-      await Promise.all(Array.from({ length: Math.min(this.partConcurrency, count) }, worker));
+      // Wait for every part in flight before aborting: a part landing after the abort
+      // could otherwise leave storage behind.
+      const settled = await Promise.allSettled(Array.from({ length: Math.min(this.partConcurrency, count) }, worker));
+      const firstFailure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (firstFailure) throw firstFailure.reason;
       const done = await this.send<{ ETag?: string; ServerSideEncryption?: string }>(
         new CompleteMultipartUploadCommand({
           Bucket: this.bucket,

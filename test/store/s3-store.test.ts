@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import { after, describe, it } from 'node:test';
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { BlobStore } from '../../src/store/blob-store.js';
 import { StoreMetrics, storeMetrics } from '../../src/store/metered-store.js';
 import { openStore } from '../../src/store/open-store.js';
@@ -200,6 +200,43 @@ describe('s3 store on RGW', () => {
       const names: string[] = [];
       for await (const o of store.list('')) names.push(o.name);
       assert.deepEqual(names.sort(), ['data/00/ok', 'data/00/ok-mp']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a multipart upload failing midway is aborted: nothing listed, no upload left, the next put succeeds', async () => {
+    const r = await rgw();
+    const b = await bucket('mpfail');
+    const store = await rawStore(b, { multipartThreshold: 5 * MiB, partSize: 5 * MiB, partConcurrency: 2, conditionalPut: true });
+    let failPart = 3;
+    store.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = (args as { input?: { PartNumber?: number } }).input;
+        if ((context as { commandName?: string }).commandName === 'UploadPartCommand' && input?.PartNumber === failPart) {
+          failPart = 0;
+          throw Object.assign(new Error('We encountered an internal error. Please try again.'), {
+            name: 'InternalError',
+            Code: 'InternalError',
+            $metadata: { httpStatusCode: 500 },
+          });
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'testFailOnePart' },
+    );
+    try {
+      const data = randomBytes(22 * MiB);
+      await assert.rejects(store.put('data/00/p', data), (e: S3StoreError) => {
+        assert.equal(e.code, 'S3_SERVER_ERROR');
+        assert.equal(e.retryable, true);
+        return true;
+      });
+      assert.equal(await store.head('data/00/p'), null);
+      const uploads = await r.client.send(new ListMultipartUploadsCommand({ Bucket: b }));
+      assert.equal((uploads.Uploads ?? []).length, 0, 'the failed upload was aborted');
+      await store.put('data/00/p', data);
+      assert.ok((await store.get('data/00/p')).equals(data));
     } finally {
       await store.close();
     }
