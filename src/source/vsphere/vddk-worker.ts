@@ -98,9 +98,11 @@ async function dispatch(req: Req): Promise<unknown> {
     case 'close':
       return serialised(async () => {
         const h = handle(req.handle);
-        await need().wait(h.raw);
+        // wait for the handle's reads; close it even if waiting failed
+        const waited = await need().wait(h.raw).then(() => undefined, (e: Error) => e);
         handles.delete(req.handle as number);
         need().close(h.raw);
+        if (waited) throw waited;
       });
     case 'read':
       return read(handle(req.handle), BigInt(req.offset as string), req.length as number);
