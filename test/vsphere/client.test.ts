@@ -110,13 +110,15 @@ test('ReconfigVM enables CBT; snapshot create/remove through tasks', async () =>
     await c.waitForTask(await c.reconfigChangeTracking(vm, true), 'ReconfigVM_Task');
     assert.equal((await c.properties(vm, ['config.changeTrackingEnabled'])).get('config.changeTrackingEnabled')?.text, 'true');
 
-    const r = await c.waitForTask(await c.createSnapshot(vm, 'test', 'test snapshot', false), 'CreateSnapshot_Task');
+    const r = await c.waitForTask(await c.createSnapshot(vm, 'test', 'test snapshot', true), 'CreateSnapshot_Task');
     const snap = parseMoRef(r.result)!;
     assert.equal(snap.type, 'VirtualMachineSnapshot');
     const snapDisks = virtualDisks((await c.properties(snap, ['config.hardware.device'])).get('config.hardware.device'));
     assert.equal(snapDisks.length, 1);
     const current = (await c.properties(vm, ['snapshot'])).get('snapshot');
     assert.ok(current, 'the VM has a snapshot');
+    const tree = current.children.find((n) => n.name === 'rootSnapshotList');
+    assert.equal(tree?.children.find((n) => n.name === 'quiesced')?.text, 'true', 'quiesce was asked for');
     await c.waitForTask(await c.removeSnapshot(snap), 'RemoveSnapshot_Task');
     const afterRemove = (await c.properties(vm, ['snapshot'])).get('snapshot');
     assert.equal(afterRemove, undefined, 'no snapshot left');

@@ -56,6 +56,10 @@ test('doctor: a wrong thumbprint, a wrong password and a missing VDDK are report
   assert.equal(v.ok, false);
   assert.match(v.detail, /cannot load VDDK/);
 
+  const unverified = await runDoctor({ server: lab.proxy.url, username: VCSIM_USER, password: VCSIM_PASSWORD });
+  assert.deepEqual(unverified.map((c) => [c.check, c.ok]), [['connectivity', true], ['thumbprint', false]], 'no login without a thumbprint');
+  assert.match(unverified[1].detail, new RegExp(`the server's is ${lab.proxy.thumbprint}`));
+
   const down = await runDoctor({ server: 'https://127.0.0.1:1/sdk' });
   assert.deepEqual(down.map((c) => [c.check, c.ok]), [['connectivity', false]]);
 });

@@ -52,6 +52,8 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorCheck[]> {
       if (want !== seen && !o.insecure) return out;
     } else {
       add('thumbprint', !!o.insecure, `no --thumbprint given; the server's is ${seen}: verify it out of band and pass it with --thumbprint`);
+      // never send the password to a server whose certificate nobody vouched for
+      if (!o.insecure) return out;
     }
   } else {
     add('connectivity', true, `${url.href} is plain HTTP: use this only with a test double`);
