@@ -312,7 +312,7 @@ interface RecoverCliOptions extends AwsOptions {
   via: 'ebs' | 'import';
   name?: string;
   architecture: string;
-  bootMode: string;
+  bootMode?: string;
   rootDevice: string;
   ena: boolean;
   sriov: boolean;
@@ -343,7 +343,7 @@ export function registerRecover(program: Command): Command {
       .addOption(new Option('--via <route>', 'ebs: from pushed EBS snapshots (minutes); import: restore to S3 + ImportSnapshot (slow)').choices(['ebs', 'import']).default('ebs'))
       .option('--name <ami-name>', 'AMI name (default pilotlight-VM-SNAPSHOT)')
       .addOption(new Option('--architecture <arch>', 'CPU architecture').choices(['x86_64', 'arm64', 'i386']).default(IMAGE_DEFAULTS.architecture))
-      .addOption(new Option('--boot-mode <mode>', 'firmware the AMI boots with').choices(['legacy-bios', 'uefi', 'uefi-preferred']).default(IMAGE_DEFAULTS.bootMode))
+      .addOption(new Option('--boot-mode <mode>', `firmware the AMI boots with (default: ${IMAGE_DEFAULTS.bootMode}; uefi for arm64)`).choices(['legacy-bios', 'uefi', 'uefi-preferred']))
       .option('--root-device <name>', 'root device name', IMAGE_DEFAULTS.rootDeviceName)
       .option('--no-ena', 'do not flag the AMI for ENA networking')
       .option('--no-sriov', 'do not flag the AMI for SR-IOV (Intel 82599 VF) networking')

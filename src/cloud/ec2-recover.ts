@@ -34,7 +34,7 @@ export interface ImageOptions {
   architecture?: string;
   /** Default /dev/sda1 (what EC2 uses for imported Windows and most Linux AMIs). */
   rootDeviceName?: string;
-  /** legacy-bios (default: most VMware VMs boot with BIOS), uefi, uefi-preferred. */
+  /** legacy-bios (default: most VMware VMs boot with BIOS; uefi for arm64), uefi, uefi-preferred. */
   bootMode?: string;
   /** ENA networking (default true; the instance's OS needs the ENA driver on Nitro types). */
   enaSupport?: boolean;
@@ -104,7 +104,8 @@ export async function registerImage(ec2: EC2Client, disks: RecoverDisk[], o: Ima
         Architecture: (o.architecture ?? IMAGE_DEFAULTS.architecture) as never,
         RootDeviceName: root,
         VirtualizationType: 'hvm',
-        BootMode: (o.bootMode ?? IMAGE_DEFAULTS.bootMode) as never,
+        // arm64 instances only boot UEFI.
+        BootMode: (o.bootMode ?? ((o.architecture ?? IMAGE_DEFAULTS.architecture) === 'arm64' ? 'uefi' : IMAGE_DEFAULTS.bootMode)) as never,
         EnaSupport: o.enaSupport ?? IMAGE_DEFAULTS.enaSupport,
         SriovNetSupport: sriov,
         BlockDeviceMappings: disks.map((d, i) => ({

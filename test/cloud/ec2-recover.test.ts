@@ -73,6 +73,13 @@ describe('recover ec2 (AWS test double)', () => {
     assert.deepEqual(inst.tags, [{ key: 'Name', value: 'web01 drill' }, { key: 'env', value: 'dr' }]);
   });
 
+  it('arm64 images default to UEFI boot', async () => {
+    const s = await pushImageToEbs({ ebs: dbl.ebsClient(), image: new MemoryDiskImage(Buffer.alloc(EBS_BLOCK_SIZE, 3)) });
+    const id = await registerImage(dbl.ec2Client(), [{ snapshotId: s.ebsSnapshotId }], { name: 'arm', architecture: 'arm64' });
+    assert.equal(dbl.state.images.get(id)!.bootMode, 'uefi');
+    assert.equal(dbl.state.images.get(id)!.architecture, 'arm64');
+  });
+
   it('the import route: S3 object -> ImportSnapshot -> same bytes -> AMI', async () => {
     const disk = Buffer.alloc(6 * MiB + 4096);
     pseudoRandom(MiB, 31).copy(disk, 2 * MiB);
