@@ -184,6 +184,9 @@ export async function handleEbs(state: AwsDoubleState, req: IncomingMessage, res
       // PUT /snapshots/{id}/blocks/{index} -> PutSnapshotBlock
       if (method === 'PUT' && parts.length === 4 && parts[2] === 'blocks') {
         checkAllowed(state, 'PutSnapshotBlock');
+        state.inFlightPuts++;
+        state.counters.maxInFlightPuts = Math.max(state.counters.maxInFlightPuts, state.inFlightPuts);
+        res.once('close', () => void state.inFlightPuts--);
         const data = await readBody(req);
         state.counters.PutSnapshotBlock++;
         const f = state.options.faults;

@@ -102,10 +102,13 @@ export interface AwsDoubleState {
   importTasks: Map<string, DoubleImportTask>;
   blockVersion: number;
   bytesReceived: number;
+  inFlightPuts: number;
   counters: {
     StartSnapshot: number;
     PutSnapshotBlock: number;
     PutSnapshotBlockOk: number;
+    /** Most PutSnapshotBlock requests seen at once. */
+    maxInFlightPuts: number;
     CompleteSnapshot: number;
     GetSnapshotBlock: number;
     throttled: number;
@@ -125,10 +128,12 @@ export function newState(options: AwsDoubleOptions): AwsDoubleState {
     importTasks: new Map(),
     blockVersion: 0,
     bytesReceived: 0,
+    inFlightPuts: 0,
     counters: {
       StartSnapshot: 0,
       PutSnapshotBlock: 0,
       PutSnapshotBlockOk: 0,
+      maxInFlightPuts: 0,
       CompleteSnapshot: 0,
       GetSnapshotBlock: 0,
       throttled: 0,
