@@ -106,11 +106,12 @@ export function registerVsphereBackup(backup: Command): void {
         }
       } finally {
         dispose();
-        try {
-          await source?.close();
-        } finally {
-          await repo.close();
-        }
+        // a cleanup failure is reported but does not hide why the backup failed
+        await source?.close().catch((e: Error) => {
+          process.stderr.write(`pilotlight: ${e.message}\n`);
+          process.exitCode = process.exitCode || 1;
+        });
+        await repo.close();
       }
     });
 }

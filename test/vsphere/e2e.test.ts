@@ -234,3 +234,20 @@ test('Ctrl-C during the reads: the CLI stops, removes the vSphere snapshot and c
   const snaps = JSON.parse(await cli(['--repo', repoDir, '--password-file', passwordFile, '--json', 'snapshots', '--vm', VM]));
   assert.equal(snaps.length, 4, 'nothing was committed by the interrupted run');
 });
+
+test('the VDDK worker crashes mid-backup: the run fails with the reason and the snapshot is still removed', async () => {
+  scribble(lab.live[1], 2 * 1024 * 1024, randomBytes(100_000));
+  const repo = await Repository.open(await openStore(repoDir), { password: REPO_PASSWORD });
+  const source = await VsphereSource.open({
+    server: lab.proxy.url, username: VCSIM_USER, password: VCSIM_PASSWORD, thumbprint: lab.proxy.thumbprint,
+    vm: VM, vddkLibDir: lab.vddkLibDir, vddkEnv: { ...lab.vddkEnv, FAKE_VDDK_CRASH_READ_AT: String(2 * 1024 * 1024 + 5000) },
+  });
+  try {
+    await assert.rejects(runBackup(repo, source, { sourceKind: 'vsphere' }), /VDDK worker process exited \(SIGABRT\)/);
+  } finally {
+    await source.close();
+    await repo.close();
+  }
+  assert.match(source.notes.join('\n'), /VDDK handles could not be closed cleanly/);
+  assert.equal(await vmHasSnapshot(), false, 'the snapshot was removed after the crash');
+});

@@ -65,6 +65,7 @@ export class VddkWorker {
     this.child.on('exit', (code, signal) => {
       this.exited = true;
       const why = `VDDK worker process exited (${signal ?? `code ${code}`})${this.stderr ? `: ${this.stderr.trim()}` : ''}`;
+      this.exitReason = why;
       for (const w of this.waiting.values()) w.reject(new VddkWorkerError(`${why} during ${w.op}`));
       this.waiting.clear();
     });
@@ -83,6 +84,14 @@ export class VddkWorker {
     }
     return w;
   }
+
+  /** False once the worker process has exited (crashed, killed, or after exit()). */
+  get running(): boolean {
+    return !this.exited;
+  }
+
+  /** Why the process ended, when it did. */
+  exitReason?: string;
 
   get pid(): number | undefined {
     return this.child.pid;

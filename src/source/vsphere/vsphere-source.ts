@@ -323,13 +323,16 @@ export class VsphereSource implements DiskSource {
         errors.push(`${what}: ${(err as Error).message}`);
       }
     };
-    if (this.worker) {
+    if (this.worker?.running) {
       const w = this.worker;
       for (const d of this.diskList) await attempt(`closing ${d.name}`, () => w.close(d.handle));
       if (this.conn !== undefined) await attempt('VDDK disconnect', () => w.disconnect(this.conn!));
       if (this.accessPrepared) await attempt('VDDK EndAccess', () => w.endAccess(this.connectParams(), 'pilotlight'));
       await attempt('VDDK exit', () => w.exit());
       if (errors.length) await w.kill();
+    } else if (this.worker) {
+      // It crashed: VDDK's handles died with it; say so, and still remove the snapshot.
+      this.say(`${this.worker.exitReason ?? 'the VDDK worker process had exited'}; VDDK handles could not be closed cleanly`);
     }
     if (this.snapshotRef) {
       const s = this.snapshotRef;

@@ -16,6 +16,7 @@
  *                         when set, ConnectEx refuses other credentials / thumbprints
  *   FAKE_VDDK_FAIL_READ_AT  byte offset: any read covering it fails (VIX_E_FILE_ERROR)
  *   FAKE_VDDK_READ_DELAY_US sleep this long in each read (to keep reads in flight)
+ *   FAKE_VDDK_CRASH_READ_AT byte offset: a read covering it abort()s the process
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -98,6 +99,7 @@ struct fake_handle {
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static int initialized;
 static int64_t fail_at = -1;
+static int64_t crash_at = -1;
 static unsigned read_delay_us;
 
 static void logf_(const char *fmt, ...) {
@@ -118,6 +120,8 @@ VixError VixDiskLib_InitEx(uint32_t major, uint32_t minor, VixDiskLibGenericLogF
   (void)log; (void)warn; (void)panic;
   const char *f = getenv("FAKE_VDDK_FAIL_READ_AT");
   fail_at = (f && *f) ? strtoll(f, NULL, 10) : -1;
+  const char *c = getenv("FAKE_VDDK_CRASH_READ_AT");
+  crash_at = (c && *c) ? strtoll(c, NULL, 10) : -1;
   const char *d = getenv("FAKE_VDDK_READ_DELAY_US");
   read_delay_us = (d && *d) ? (unsigned)strtoul(d, NULL, 10) : 0;
   logf_("InitEx %u.%u libDir=%s config=%s", major, minor, libDir ? libDir : "(null)",
@@ -260,6 +264,10 @@ void VixDiskLib_FreeInfo(VixDiskLibInfo *info) {
 static VixError do_read(struct fake_handle *h, uint64_t start, uint64_t n, unsigned char *buf) {
   if (read_delay_us) usleep(read_delay_us);
   uint64_t off = start * 512, len = n * 512;
+  if (crash_at >= 0 && (uint64_t)crash_at >= off && (uint64_t)crash_at < off + len) {
+    logf_("Read crash injected handle=%p", (void *)h);
+    abort();
+  }
   if (fail_at >= 0 && (uint64_t)fail_at >= off && (uint64_t)fail_at < off + len) {
     logf_("Read fault injected handle=%p sector=%llu count=%llu", (void *)h,
           (unsigned long long)start, (unsigned long long)n);
