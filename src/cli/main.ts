@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
 import { IntegrityError, UserError } from '../repo/errors.js';
 import { DataIntegrityError } from '../engine/snapshot-image.js';
 import {
@@ -17,6 +18,7 @@ export async function buildProgram(): Promise<Command> {
   program
     .name('pilotlight')
     .description('disaster recovery and long retention for virtual machine disks')
+    .version((createRequire(import.meta.url)('../../../package.json') as { version: string }).version)
     .option('--repo <location>', 'repository: a directory or s3://BUCKET/PREFIX (env PILOTLIGHT_REPO)')
     .option('--password-file <file>', 'file holding the repository password (env PILOTLIGHT_PASSWORD)')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (env AWS_ENDPOINT_URL_S3)')

@@ -146,6 +146,27 @@ describe('backup and restore of raw images (encrypted repository)', () => {
     assert.ok(v.blobsChecked > 100);
   });
 
+  it('the local cache is rebuilt from the repository when it is missing, and when it is stale', async () => {
+    const fresh = { ...s.env, PILOTLIGHT_CACHE_DIR: path.join(s.dir, 'cache-new') };
+    const out = path.join(s.dir, 'from-new-cache.img');
+    await ok(['restore', first.snapshot, '--disk', '1', '--to', out, '--repo', repo], fresh);
+    assert.ok(await sameBytes(disk1, out));
+    // stale: the cache knows an index file the repository no longer has (as after a prune)
+    const indexDir = path.join(repo, 'index');
+    const [one] = await fsp.readdir(indexDir);
+    const moved = path.join(s.dir, 'moved-index');
+    await fsp.rename(path.join(indexDir, one!), moved);
+    try {
+      const r = await run(['verify', '--repo', repo, '--json'], fresh);
+      const v = JSON.parse(r.stdout);
+      assert.equal(v.ok, false, 'chunks listed only in the removed index file must be reported missing');
+    } finally {
+      await fsp.rename(moved, path.join(indexDir, one!));
+    }
+    const v = (await ok(['verify', '--repo', repo, '--json'], fresh)).json;
+    assert.equal(v.ok, true, v.problems.join('\n'));
+  });
+
   it('a disk whose size changed is read whole, and says why', async () => {
     const grown = path.join(s.dir, 'grown.img');
     await fsp.copyFile(disk1, grown);

@@ -80,6 +80,31 @@ describe('crash safety', () => {
     await fsp.rm(out);
   });
 
+  it('Ctrl-C (SIGINT) mid-backup: a clear message, exit 130, no lock left, nothing committed', async () => {
+    const fresh = path.join(s.dir, 'interrupted.img');
+    await makeImage(fresh, 256 * MiB, [{ offset: 0, length: 256 * MiB, kind: 'random' }], 7);
+    const child = start(['backup', 'file', fresh, '--repo', repo, '--vm', 'interrupted', '--json'], s.env);
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const exited = new Promise((resolve) => child.on('close', resolve));
+    const before = await count(path.join(repo, 'data'));
+    // the SIGKILLed run above left its lock behind (as kill -9 must): only this run's lock counts
+    const locksBefore = await count(path.join(repo, 'locks'));
+    const deadline = Date.now() + 120_000;
+    while ((await count(path.join(repo, 'locks'))) === locksBefore || (await count(path.join(repo, 'data'))) <= before) {
+      if (Date.now() > deadline) throw new Error('backup made no progress');
+      await sleep(20);
+    }
+    child.kill('SIGINT');
+    await exited;
+    assert.equal(child.exitCode, 130, stderr);
+    assert.match(stderr, /interrupted; nothing was committed/);
+    assert.equal(await count(path.join(repo, 'locks')), locksBefore, 'the lock must be released');
+    const list = (await ok(['snapshots', '--repo', repo, '--vm', 'interrupted', '--json'], s.env)).json;
+    assert.equal(list.length, 0);
+    await fsp.rm(fresh);
+  });
+
   it('two backups at once (sharing one cache directory) both commit and verify', async () => {
     const a = path.join(s.dir, 'ca.img');
     const b = path.join(s.dir, 'cb.img');
