@@ -213,6 +213,37 @@ describe('pilotlight CLI on S3 (Ceph RGW)', () => {
     await fsp.rm(disk);
   });
 
+  it('a short outage during a backup (server away for 1 s) is ridden out by the retries', async () => {
+    const b = await freshBucket('blip');
+    buckets.push(b);
+    const proxy = new CuttableProxy(new URL(endpoint));
+    await proxy.listen();
+    try {
+      const via = ['--repo', `s3://${b}/r`, '--s3-endpoint', `http://127.0.0.1:${proxy.port}`];
+      const disk = path.join(dir, 'blip.img');
+      await makeImage(disk, 64 * MiB, [{ offset: 0, length: 64 * MiB, kind: 'random' }], 13);
+      await ok(['init', ...via], env);
+      proxy.cutAfter = proxy.bytesUp + 24 * MiB;
+      const cut = new Promise<void>((resolve) => {
+        const timer = setInterval(() => {
+          if (proxy.cuts > 0) {
+            clearInterval(timer);
+            setTimeout(() => void proxy.listen().then(resolve), 1000);
+          }
+        }, 20);
+      });
+      const res = (await ok(['backup', 'file', disk, '--vm', 'blip', '--json', ...via], env)).json;
+      await cut;
+      assert.equal(proxy.cuts, 1);
+      assert.ok(res.requests.retries >= 1, `retries: ${JSON.stringify(res.requests)}`);
+      assert.ok(res.requests.failed >= 1);
+      await ok(['verify', '--read-data', ...via], env);
+      await fsp.rm(disk);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('a backup whose connection is cut midway fails clearly; the next one completes and verify passes', async (t) => {
     const b = await freshBucket('cut');
     buckets.push(b);

@@ -70,7 +70,7 @@ describe('RetryingStore', () => {
     assert.equal(store.retryCount, 4);
   });
 
-  it('the delay is capped and jittered within [0, min(max, base * 2^n)]', async () => {
+  it('the delay is capped and jittered within [c/2, c], c = min(max, base * 2^n)', async () => {
     const seen: number[] = [];
     const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'pl-retry-'));
     roots.push(root);
@@ -85,7 +85,7 @@ describe('RetryingStore', () => {
       sleep: async (ms) => void seen.push(ms),
     });
     assert.equal(await store.head('x/y'), null);
-    assert.deepEqual(seen, [50, 0, 400, 200, 1000, 1000, 1000]);
+    assert.deepEqual(seen, [75, 100, 400, 500, 1000, 1000, 1000]);
   });
 
   it('gives up after maxAttempts and throws the last error', async () => {
