@@ -485,6 +485,12 @@ export async function makeSeries(o: MakeSeriesOptions): Promise<Series> {
   const started = Date.now();
   const rootfs = ensureRootfs(o.cacheDir, false);
   const treeBytes = Number(sh('du', ['-sb', rootfs.dir]).split(/\s/)[0]);
+  // The tree, ext4 metadata (~5%), the packages the later states install (~250 MB) and the database must fit.
+  const need = treeBytes * 1.1 + o.size * 0.05 + 300 * MiB + Math.max(16 * MiB, o.size / 16) * 1.2;
+  if (need > o.size) {
+    throw new Error(`a ${fmtSize(o.size)} disk is too small for the ${fmtSize(treeBytes)} Debian tree and the later states ` +
+      `(about ${fmtSize(need)} needed): use --size ${Math.ceil(need / GiB)}G or more`);
+  }
   const tmp = `${o.out}.tmp`;
   const mnt = path.join(tmp, 'mnt');
   unmountImage(mnt);
