@@ -1,5 +1,4 @@
 import { fileURLToPath } from 'node:url';
-import { BlobStore } from './blob-store.js';
 import { FsStore } from './fs-store.js';
 import { MeteredStore } from './metered-store.js';
 import { RetryOptions, RetryingStore } from './retrying-store.js';
@@ -64,9 +63,10 @@ function endpointFromEnv(): string | undefined {
  *   conditional put (two PUTs and a DELETE of a probe object), or at open with
  *   `probeConditionalPut: true`.
  *
- * Every store returned has `metrics()` (see metered-store.ts).
+ * Every store returned is a MeteredStore: `metrics()` (see metered-store.ts) and
+ * `deleteMany()` (one DeleteObjects per 1,000 names on S3).
  */
-export async function openStore(location: string, options: OpenStoreOptions = {}): Promise<BlobStore & { metrics: MeteredStore['metrics'] }> {
+export async function openStore(location: string, options: OpenStoreOptions = {}): Promise<MeteredStore> {
   const parsed = parseLocation(location);
   if (parsed.kind === 'fs') return new MeteredStore(new FsStore(parsed.path!));
 

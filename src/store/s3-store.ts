@@ -143,11 +143,14 @@ const OPERATION_CLASS: Record<string, RequestClass> = {
  *   A failed multipart upload is aborted; S3 never lists incomplete uploads, so a put
  *   is atomic either way.
  * - put with ifNotExists: `If-None-Match: *` (412 -> BlobExistsError) when the server
- *   honours it (probed before the first such put), else HEAD then PUT (not atomic against a concurrent writer:
- *   `capabilities.conditionalPut` is false then). Always a single PutObject (<= 5 GiB).
+ *   honours it (probed once, before the first such put), else HEAD then PUT (not
+ *   atomic against a concurrent writer: `capabilities.conditionalPut` is false then).
+ *   Always a single PutObject (<= 5 GiB).
  * - get: GetObject, with `Range` for a range; a short answer is BlobRangeError.
  * - list: ListObjectsV2, page by page; keys that are not valid blob names (folder
  *   markers, `.tmp-` probe objects) are skipped.
+ * - delete: DeleteObject; deleteMany: DeleteObjects, 1,000 keys a request, Content-MD5.
+ * - checkBucket: HeadBucket, so that a missing bucket is reported before anything else.
  * - The client's own retries are off (maxAttempts 1): RetryingStore retries, so that
  *   every attempt is visible to it and to the request meter.
  */
