@@ -9,6 +9,7 @@ import {
   DiskRecord,
   SnapshotCatalog,
   SnapshotRecord,
+  SnapshotStats,
   defaultHost,
   newSnapshotId,
 } from '../snapshot/snapshot-record.js';
@@ -48,29 +49,16 @@ export interface DiskReport {
   verifiedUnchanged?: { sampled: number; mismatches: number };
 }
 
-export interface BackupReport {
+/** What a backup counted as it went: the snapshot record's stats without the duration. */
+type Counters = Omit<SnapshotStats, 'durationMs'>;
+
+export interface BackupReport extends SnapshotStats {
   snapshot: string;
   vm: string;
   parent: string | null;
-  bytesScanned: number;
-  bytesNew: number;
-  bytesStored: number;
-  chunksNew: number;
-  chunksReused: number;
-  chunksZero: number;
   pagesWritten: number;
   packsWritten: number;
-  durationMs: number;
   disks: DiskReport[];
-}
-
-interface Counters {
-  bytesScanned: number;
-  bytesNew: number;
-  bytesStored: number;
-  chunksNew: number;
-  chunksReused: number;
-  chunksZero: number;
 }
 
 /**

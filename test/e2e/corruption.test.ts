@@ -6,22 +6,10 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ok, run, scratch } from '../support/cli.js';
+import { listFiles } from '../support/files.js';
 import { makeImage, sameBytes } from '../support/images.js';
 
 const MiB = 1 << 20;
-
-async function files(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string) => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else out.push(p);
-    }
-  };
-  await walk(dir);
-  return out.sort();
-}
 
 describe('corruption', () => {
   let s: Awaited<ReturnType<typeof scratch>>;
@@ -40,7 +28,7 @@ describe('corruption', () => {
     snapA = (await ok(['backup', 'file', a, '--repo', repo, '--vm', 'a', '--json'], s.env)).json.snapshot;
     snapB = (await ok(['backup', 'file', b, '--repo', repo, '--vm', 'b', '--json'], s.env)).json.snapshot;
     // flip one byte in the middle of vm a's data pack (random data: one pack of its own)
-    const packs = await files(path.join(repo, 'data'));
+    const packs = await listFiles(path.join(repo, 'data'));
     let target = '';
     let biggest = 0;
     for (const p of packs) {
@@ -83,7 +71,7 @@ describe('corruption', () => {
   });
 
   it('a missing pack is found by the structural verify', async () => {
-    const packs = await files(path.join(repo, 'data'));
+    const packs = await listFiles(path.join(repo, 'data'));
     const copy = path.join(s.dir, 'repo2');
     await fsp.cp(repo, copy, { recursive: true });
     for (const p of packs) await fsp.rm(path.join(copy, path.relative(repo, p)));

@@ -10,20 +10,13 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { ok, start, scratch } from '../support/cli.js';
+import { listFiles } from '../support/files.js';
 import { makeImage, sameBytes } from '../support/images.js';
 
 const MiB = 1 << 20;
 
 async function count(dir: string): Promise<number> {
-  let n = 0;
-  const walk = async (d: string) => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
-      if (e.isDirectory()) await walk(path.join(d, e.name));
-      else if (!e.name.startsWith('.tmp-')) n++;
-    }
-  };
-  await walk(dir);
-  return n;
+  return (await listFiles(dir)).length;
 }
 
 describe('crash safety', () => {
