@@ -63,12 +63,13 @@ async function vmHasSnapshot(): Promise<boolean> {
   return vcsimClient(async (c, vm) => (await c.properties(vm, ['snapshot'])).get('snapshot') !== undefined);
 }
 
-function assertVddkClean(): void {
-  const u = unclosed(lab.vddkLog);
+/** Checks the fake VDDK's call log (from `since`, a byte offset) for anything left open. */
+function assertVddkClean(since = 0): void {
+  const u = unclosed(lab.vddkLog, since);
   assert.deepEqual(u.handles, [], 'every VDDK disk handle was closed');
   assert.deepEqual(u.connections, [], 'every VDDK connection was disconnected');
   assert.ok(u.exited, 'VixDiskLib_Exit was called for every InitEx');
-  const log = readFileSync(lab.vddkLog, 'utf8');
+  const log = readFileSync(lab.vddkLog, 'utf8').slice(since);
   assert.equal((log.match(/^PrepareForAccess/gm) ?? []).length, (log.match(/^EndAccess/gm) ?? []).length, 'EndAccess for every PrepareForAccess');
 }
 
@@ -250,4 +251,19 @@ test('the VDDK worker crashes mid-backup: the run fails with the reason and the 
   }
   assert.match(source.notes.join('\n'), /VDDK handles could not be closed cleanly/);
   assert.equal(await vmHasSnapshot(), false, 'the snapshot was removed after the crash');
+});
+
+test('CBT loses a change: --verify-unchanged 100 catches it and that disk is read in full', async () => {
+  scribble(lab.live[0], 512 * 1024, randomBytes(1000)); // this change will be "lost" by CBT
+  scribble(lab.live[0], 6 * 1024 * 1024, randomBytes(1000));
+  lab.proxy.loseChanges(DISKS[0].fileName);
+  const want = expected();
+  const logFrom = readFileSync(lab.vddkLog, 'utf8').length; // the crash test above left handles open on purpose
+  const r = JSON.parse(await cli([...backupArgs(), '--verify-unchanged', '100'], { ...lab.vddkEnv, VSPHERE_PASSWORD: VCSIM_PASSWORD }));
+  assert.equal(r.disks[0].read.kind, 'allocated');
+  assert.match(r.disks[0].read.reason, /change tracking missed changes \(1 of \d+ sampled unchanged chunks differ\)/);
+  assert.equal(r.disks[1].read.kind, 'changed');
+  assert.equal(await vmHasSnapshot(), false);
+  assertVddkClean(logFrom);
+  await restoreAndCompare(want, 'cbt-lost-change');
 });

@@ -102,8 +102,8 @@ export async function startVcsim(args: string[] = []): Promise<Vcsim> {
 }
 
 /** Parses the fake VDDK call log and returns handles/connections never closed. */
-export function unclosed(logFile: string): { handles: string[]; connections: string[]; exited: boolean; initialized: boolean } {
-  const lines = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n') : [];
+export function unclosed(logFile: string, fromOffset = 0): { handles: string[]; connections: string[]; exited: boolean; initialized: boolean } {
+  const lines = existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(fromOffset).split('\n') : [];
   const handles = new Set<string>();
   const conns = new Set<string>();
   let inits = 0;

@@ -17,7 +17,8 @@
  *   (or the non-zero blocks for "*"), covering at most `maxBytesPerCall` of the disk
  *   per answer, so a client must loop;
  * - `resetChangeTracking(fileName)` starts a new epoch (older change ids are refused
- *   with a FileFault, as after a CBT reset), `rejectChangeId(id)` refuses one id.
+ *   with a FileFault, as after a CBT reset), `rejectChangeId(id)` refuses one id,
+ *   `loseChanges(fileName)` leaves out a changed area (a CBT bug, for --verify-unchanged).
  *
  * It serves HTTPS on 127.0.0.1 with a throw-away self-signed certificate (made by the
  * vcsim launcher's -gen-cert mode), so the client's thumbprint check is exercised through it.
@@ -102,6 +103,7 @@ export class ChangeIdProxy {
   private readonly disks = new Map<string, DiskHistory>();
   private readonly snapshots = new Map<string, SnapshotDisk>(); // `${snapshot}:${key}`
   private readonly rejected = new Set<string>();
+  private readonly losing = new Set<string>();
   private readonly server: https.Server;
   private readonly agent = new https.Agent({ rejectUnauthorized: false, keepAlive: false });
   private readonly upstream: URL;
@@ -160,6 +162,11 @@ export class ChangeIdProxy {
 
   rejectChangeId(changeId: string): void {
     this.rejected.add(changeId);
+  }
+
+  /** Simulates a CBT bug: answers for this disk since a change id leave out the first changed area. */
+  loseChanges(fileName: string): void {
+    this.losing.add(fileName);
   }
 
   private async handle(method: string, url: string, headers: Record<string, unknown>, body: Buffer) {
@@ -273,7 +280,9 @@ export class ChangeIdProxy {
     }
     const length = Math.min(this.maxBytesPerCall, sd.capacity - startOffset);
     const end = startOffset + length;
-    const areas = diffBlocks(before, sd.frozen, sd.capacity)
+    let changed = diffBlocks(before, sd.frozen, sd.capacity);
+    if (before && this.losing.has(sd.fileName)) changed = changed.slice(1);
+    const areas = changed
       .map(([o, l]) => [Math.max(o, startOffset), Math.min(o + l, end)] as const)
       .filter(([s, e]) => e > s);
     const body =
