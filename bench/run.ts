@@ -237,9 +237,9 @@ async function main(): Promise<void> {
   }
 
   // Aggregate.
-  const plIdx = toolNames.indexOf('pilotlight');
-  const speedups = (per: Sample[][]): Record<string, number> => {
+  const speedups = (per: Sample[][], base = 'pilotlight'): Record<string, number> => {
     const out: Record<string, number> = {};
+    const plIdx = toolNames.indexOf(base);
     if (plIdx < 0) return out;
     toolNames.forEach((t, k) => {
       if (k === plIdx) return;
@@ -257,6 +257,7 @@ async function main(): Promise<void> {
     ...(st.changedBytes !== undefined ? { changedBytes: st.changedBytes } : {}),
     tools: Object.fromEntries(toolNames.map((t, k) => [t, aggregate(samples[i][k], samples[i][k].length < reps ? errors[k] : undefined)]).filter(([, a]) => (a as Agg).samples.length > 0)),
     speedup: speedups(samples[i]),
+    speedupNoCbt: speedups(samples[i], 'pilotlight-no-cbt'),
   }));
   const seriesDedup: Results['dedup']['series'] = {};
   const logicalSeries = web1.reduce((a, s) => a + s.allocatedBytes, 0);

@@ -30,6 +30,8 @@ export interface StepResult {
   tools: Record<string, Agg>;
   /** Median over repetitions of peer time / pilotlight time, computed per repetition. */
   speedup: Record<string, number>;
+  /** The same for pilotlight without change lists. */
+  speedupNoCbt?: Record<string, number>;
 }
 
 export interface Results {
@@ -82,14 +84,15 @@ export function markdown(r: Results): string {
   L.push('');
   L.push('**Backups** (time = wall clock of the whole command, start-up included; read MB = bytes the tool read from the image: pilotlight says so in its report, restic and borg read the whole file, holes included; image MB/s = non-zero MB of the image protected / time; repo MB = bytes the repository holds after the step)');
   L.push('');
-  const spHead = peers.map((p) => `pilotlight vs ${p}`);
+  const spHead = peers.map((p) => `vs ${p}`);
   L.push(`| snapshot | tool | time s | CPU s | peak RSS MB | read MB | image MB/s | repo MB | ${spHead.join(' | ')} |`);
   L.push(`|---|---|---:|---:|---:|---:|---:|---:|${peers.map(() => '---:').join('|')}${peers.length ? '|' : ''}`);
   for (const st of r.steps) {
     for (const t of r.tools) {
       const a = st.tools[t];
       if (!a) continue;
-      const sp = t === 'pilotlight' ? peers.map((p) => speed(st.speedup[p])) : peers.map(() => '');
+      const sp = t === 'pilotlight' ? peers.map((p) => speed(st.speedup[p]))
+        : t === 'pilotlight-no-cbt' && st.speedupNoCbt ? peers.map((p) => speed(st.speedupNoCbt?.[p])) : peers.map(() => '');
       const kind = st.kind === 'first' ? 'first' : `incr., ${mbs(st.changedBytes ?? 0)} MB changed`;
       const scanned = a.samples[0]?.report?.bytesScanned;
       const read = typeof scanned === 'number' ? mbs(scanned) : t.startsWith('pilotlight') ? '?' : `${mbs(r.series.size)} (all)`;
