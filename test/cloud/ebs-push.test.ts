@@ -252,6 +252,7 @@ describe('ebs push (AWS test double)', () => {
       assert.equal(r.blocksSent, 40);
       assert.equal(d.state.counters.throttled, 0, 'the double never had to throttle');
       assert.ok(r.durationMs >= 900, `40 blocks at 30/s took ${r.durationMs} ms`);
+      d.state.options.putLatencyMs = 20;
       const fast = await pushImageToEbs({ ebs: d.ebsClient(), image: new MemoryDiskImage(Buffer.alloc(40 * EBS_BLOCK_SIZE, 2)), ratePerSecond: 1e6, concurrency: 8 });
       assert.equal(fast.blocksSent, 40);
       assert.ok(d.state.counters.maxInFlightPuts > 1 && d.state.counters.maxInFlightPuts <= 8, `in flight at once: ${d.state.counters.maxInFlightPuts}`);

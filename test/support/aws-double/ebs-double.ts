@@ -188,6 +188,7 @@ export async function handleEbs(state: AwsDoubleState, req: IncomingMessage, res
         state.counters.maxInFlightPuts = Math.max(state.counters.maxInFlightPuts, state.inFlightPuts);
         res.once('close', () => void state.inFlightPuts--);
         const data = await readBody(req);
+        if (state.options.putLatencyMs) await new Promise((r) => setTimeout(r, state.options.putLatencyMs));
         state.counters.PutSnapshotBlock++;
         const f = state.options.faults;
         if (f?.failPutsAfter !== undefined && state.counters.PutSnapshotBlockOk >= f.failPutsAfter) {

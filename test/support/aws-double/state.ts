@@ -76,6 +76,8 @@ export interface AwsDoubleOptions {
   deny?: string[];
   /** PutSnapshotBlock requests allowed per snapshot per second (AWS default 1,000); unset = unlimited. */
   putRatePerSnapshot?: number;
+  /** Milliseconds each PutSnapshotBlock waits before answering (network latency). */
+  putLatencyMs?: number;
   /** At most this many pending EBS direct snapshots (ServiceQuotaExceededException above). */
   maxPendingSnapshots?: number;
   /** At most this many instances (InstanceLimitExceeded above). */
