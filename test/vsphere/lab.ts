@@ -4,7 +4,7 @@
  * environment for the fake VDDK library.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ChangeIdProxy, scribble } from '../support/vcsim/changeid-proxy.js';
 import { VCSIM_PASSWORD, VCSIM_USER, startVcsim, tempDir, testBinaries, type Vcsim } from './helpers.js';
@@ -63,6 +63,7 @@ export async function startLab(maxBytesPerCall = 3 * 1024 * 1024): Promise<Lab> 
     stop: async () => {
       await proxy.stop();
       await sim.stop();
+      if (!process.env.PILOTLIGHT_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -2,10 +2,10 @@
  * The koffi VDDK binding and worker process, against the FAKE libvixDiskLib.so
  * (test/support/fake-vddk, a test double with VDDK 7/8's ABI, not VMware's library).
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { VddkWorker, VddkWorkerError } from '../../src/source/vsphere/vddk-client.js';
 import { tempDir, testBinaries, unclosed } from './helpers.js';
@@ -14,8 +14,14 @@ const DISK = '[LocalDS_0] vm1/disk1.vmdk';
 const SANITISED = '_LocalDS_0__vm1_disk1.vmdk';
 const THUMB = 'AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD';
 
+const dirs: string[] = [];
+after(() => {
+  if (!process.env.PILOTLIGHT_KEEP_TEST_DIRS) for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
 function fixture() {
   const dir = tempDir('vddk');
+  dirs.push(dir);
   const root = path.join(dir, 'root');
   mkdirSync(path.join(root, 'snapshot-7'), { recursive: true });
   const data = randomBytes(4 * 1024 * 1024);
