@@ -118,7 +118,9 @@ export async function pushSnapshotToEbs(repo: Repository, record: SnapshotRecord
         store: repo.store,
         snapshot: toRef(record),
         diskIndex,
-        region: await ebs.config.region(),
+        region: await ebs.config.region().catch(() => {
+          throw new UserError('no AWS region: set AWS_REGION (or a region in the AWS profile) or pass --region');
+        }),
         ratePerSecond: opts.rate,
         concurrency: opts.concurrency,
         full: opts.full,

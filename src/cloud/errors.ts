@@ -69,6 +69,17 @@ export function explainAwsError(err: unknown, action: string, resource?: string)
   const msg = e?.message ?? String(err);
   const on = resource ? ` on ${resource}` : '';
   const details = { action, awsCode: code, resource };
+  if (code === 'CredentialsProviderError') {
+    return new CloudError(
+      'access-denied',
+      `no AWS credentials for ${action}: ${msg}. Set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), log in with 'aws sso login', or run where an instance role is attached.`,
+      details,
+      { cause: err },
+    );
+  }
+  if (/Region is missing/i.test(msg)) {
+    return new CloudError('invalid', `no AWS region for ${action}: set AWS_REGION or pass --region.`, details, { cause: err });
+  }
   if (ACCESS.has(code)) {
     return new CloudError(
       'access-denied',

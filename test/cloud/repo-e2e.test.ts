@@ -273,6 +273,29 @@ describe('cloud paths on a real repository (CLI, AWS test double)', () => {
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /no snapshot 20990101T000000Z-deadbeef/);
 
+    // No credentials anywhere (no env keys, an empty HOME without ~/.aws).
+    const home = path.join(dir, 'empty-home');
+    await fsp.mkdir(home, { recursive: true });
+    await cliJson(['ebs', 'push', snaps[0].id, '--vm', 'web 01']); // pushed already when the whole file runs
+    const bare = { ...env, HOME: home, AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_PROFILE: '', AWS_EC2_METADATA_DISABLED: 'true' };
+    const nocreds = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(process.execPath, [CLI, '--repo', path.join(dir, 'repo'), 'ebs', 'push', snaps[0].id, '--vm', 'web 01', '--full'], { env: bare }, (err, _o, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      ),
+    );
+    assert.equal(nocreds.code, 0, 'already pushed: nothing to send, no credentials needed');
+    const d5 = Buffer.from(snaps[snaps.length - 1].bytes);
+    d5.write('nocreds', 9 * MiB);
+    await fsp.writeFile(path.join(dir, 'disk0.raw'), d5);
+    const b5 = await cliJson(['backup', 'file', path.join(dir, 'disk0.raw'), '--vm', 'web 01']);
+    const nocreds2 = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(process.execPath, [CLI, '--repo', path.join(dir, 'repo'), 'ebs', 'push', b5.snapshot, '--vm', 'web 01'], { env: bare }, (err, _o, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      ),
+    );
+    assert.equal(nocreds2.code, 1);
+    assert.match(nocreds2.stderr, /no AWS credentials for ebs:StartSnapshot/);
+
     dbl.state.options.deny = ['ec2:RegisterImage'];
     try {
       const denied = await cli(['recover', 'ec2', '--vm', 'web 01', '--name', 'denied', '--json']);
