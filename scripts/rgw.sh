@@ -180,19 +180,19 @@ osd_up() { ceph_ osd dump --format json | grep -q '"up":1'; }
 
 start_mon() {
   live_pid mon.a ceph-mon >/dev/null && return 0
-  ceph-mon -c "$CONF" -i a 9>&-
+  ceph-mon -c "$CONF" -i a 9>&- 2>>"$DIR/log/mon.a.stderr"
   wait_for "the monitor" 60 ceph_ mon stat
 }
 
 start_osd() {
   live_pid osd.0 ceph-osd >/dev/null && return 0
-  ceph-osd -c "$CONF" -i 0 9>&-
+  ceph-osd -c "$CONF" -i 0 9>&- 2>>"$DIR/log/osd.0.stderr"
   wait_for "the OSD to come up" 90 osd_up
 }
 
 start_rgw() {
   live_pid client.rgw.a radosgw >/dev/null && return 0
-  radosgw -c "$CONF" -n client.rgw.a 9>&-
+  radosgw -c "$CONF" -n client.rgw.a 9>&- 2>>"$DIR/log/client.rgw.a.stderr"
   wait_for "radosgw to answer on 127.0.0.1:$PORT" 90 s3_answers
 }
 
