@@ -154,6 +154,9 @@ export async function pushImageToEbs(o: PushImageOptions): Promise<PushImageResu
     for (let r = await changedIter.next(); !r.done; r = await changedIter.next()) yield r.value;
   })();
 
+  // One token for every attempt: a retried StartSnapshot whose first attempt did reach AWS
+  // gets the same snapshot back instead of leaving a second one pending.
+  const clientToken = randomUUID();
   let start;
   try {
     start = await withRetry(
@@ -167,7 +170,7 @@ export async function pushImageToEbs(o: PushImageOptions): Promise<PushImageResu
             Timeout: o.timeoutMinutes ?? 60,
             Encrypted: o.encrypted || o.kmsKeyArn ? true : undefined,
             KmsKeyArn: o.kmsKeyArn,
-            ClientToken: randomUUID(),
+            ClientToken: clientToken,
           }),
           { abortSignal: o.signal },
         ),

@@ -232,13 +232,15 @@ describe('ebs push (AWS test double)', () => {
     assert.ok(dbl.snapshotImage(b.ebsSnapshotId, CAPACITY).equals(d2));
   });
 
-  it('retries throttling and 5xx answers', async () => {
-    const d = await startAwsDouble({ faults: { throttleEvery: 4, serverErrorEvery: 7 } });
+  it('retries throttling and 5xx answers; a retried StartSnapshot reuses its client token', async () => {
+    const d = await startAwsDouble({ faults: { throttleEvery: 4, serverErrorEvery: 7, loseNextStartResponse: true } });
     try {
       const disk = baseDisk();
       const r = await pushImageToEbs({ ebs: d.ebsClient(), image: new MemoryDiskImage(disk), retry: { baseDelayMs: 1, maxDelayMs: 5 } });
       assert.ok(r.retries > 0 && r.throttled > 0, `retries ${r.retries}, throttled ${r.throttled}`);
       assert.ok(d.snapshotImage(r.ebsSnapshotId, CAPACITY).equals(disk));
+      assert.equal(d.state.counters.StartSnapshot, 2, 'StartSnapshot was retried');
+      assert.equal(d.state.snapshots.size, 1, 'the retry got the same snapshot back, none left pending');
     } finally {
       await d.close();
     }

@@ -154,6 +154,10 @@ export async function handleEbs(state: AwsDoubleState, req: IncomingMessage, res
         source: 'ebs-direct',
       };
       state.snapshots.set(snap.id, snap);
+      if (state.options.faults?.loseNextStartResponse) {
+        state.options.faults.loseNextStartResponse = false;
+        throw new EbsError(500, 'InternalServerException', 'Injected failure after the snapshot was created (test double fault: loseNextStartResponse).');
+      }
       return startResponse(res, snap);
     }
 

@@ -91,6 +91,8 @@ export interface AwsDoubleOptions {
     throttleEvery?: number;
     /** Every Nth PutSnapshotBlock answers 500 InternalServerException. */
     serverErrorEvery?: number;
+    /** The next StartSnapshot creates the snapshot but answers 500 (a lost response). */
+    loseNextStartResponse?: boolean;
     /** After this many accepted blocks, every PutSnapshotBlock answers 500 (an outage). */
     failPutsAfter?: number;
   };
