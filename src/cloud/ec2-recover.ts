@@ -121,7 +121,30 @@ export async function registerImage(ec2: EC2Client, disks: RecoverDisk[], o: Ima
     );
     return out.ImageId!;
   } catch (err) {
+    if ((err as { name?: string }).name === 'InvalidAMIName.Duplicate') {
+      // A re-run (or a retry whose first answer was lost): reuse the AMI when it was made
+      // from the same snapshots, in the same order.
+      const same = await findImageByName(ec2, o.name);
+      const want = disks.map((d) => d.snapshotId);
+      const have = same?.BlockDeviceMappings?.map((m) => m.Ebs?.SnapshotId).filter(Boolean) ?? [];
+      if (same?.ImageId && have.length === want.length && have.every((id, i) => id === want[i])) return same.ImageId;
+      throw new CloudError(
+        'invalid',
+        `an AMI named ${JSON.stringify(o.name)} already exists${same?.ImageId ? ` (${same.ImageId})` : ''} and was made from other snapshots; pass another --name or deregister it`,
+        { action: 'ec2:RegisterImage', awsCode: 'InvalidAMIName.Duplicate' },
+        { cause: err },
+      );
+    }
     throw explainAwsError(err, 'ec2:RegisterImage', disks.map((d) => d.snapshotId).join(', '));
+  }
+}
+
+async function findImageByName(ec2: EC2Client, name: string) {
+  try {
+    const out = await ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: 'name', Values: [name] }] }));
+    return out.Images?.[0];
+  } catch (err) {
+    throw explainAwsError(err, 'ec2:DescribeImages', name);
   }
 }
 

@@ -73,6 +73,15 @@ describe('recover ec2 (AWS test double)', () => {
     assert.deepEqual(inst.tags, [{ key: 'Name', value: 'web01 drill' }, { key: 'env', value: 'dr' }]);
   });
 
+  it('a re-run reuses the AMI of the same name and snapshots; other snapshots are refused', async () => {
+    const s1 = await pushImageToEbs({ ebs: dbl.ebsClient(), image: new MemoryDiskImage(Buffer.alloc(EBS_BLOCK_SIZE, 5)) });
+    const s2 = await pushImageToEbs({ ebs: dbl.ebsClient(), image: new MemoryDiskImage(Buffer.alloc(EBS_BLOCK_SIZE, 6)) });
+    const a = await registerImage(dbl.ec2Client(), [{ snapshotId: s1.ebsSnapshotId }], { name: 'rerun' });
+    const b = await registerImage(dbl.ec2Client(), [{ snapshotId: s1.ebsSnapshotId }], { name: 'rerun' });
+    assert.equal(b, a);
+    await assert.rejects(registerImage(dbl.ec2Client(), [{ snapshotId: s2.ebsSnapshotId }], { name: 'rerun' }), /already exists .* other snapshots/);
+  });
+
   it('arm64 images default to UEFI boot', async () => {
     const s = await pushImageToEbs({ ebs: dbl.ebsClient(), image: new MemoryDiskImage(Buffer.alloc(EBS_BLOCK_SIZE, 3)) });
     const id = await registerImage(dbl.ec2Client(), [{ snapshotId: s.ebsSnapshotId }], { name: 'arm', architecture: 'arm64' });

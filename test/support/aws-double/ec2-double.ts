@@ -310,6 +310,13 @@ export async function handleEc2(state: AwsDoubleState, req: IncomingMessage, res
       }
       case 'DescribeImages': {
         const ids = list(p, 'ImageId');
+        const filters = structs(p, 'Filter');
+        if (!ids.length) {
+          // Owner self (every image of the double is) and `name` filters only.
+          const names = filters.filter((f) => f.Name === 'name').flatMap((f) => Object.entries(f).filter(([k]) => k.startsWith('Value.')).map(([, v]) => v));
+          const hits = [...state.images.values()].filter((i) => !names.length || names.includes(i.name));
+          return send(res, action, { imagesSet: hits.map(imageXml) });
+        }
         const imgs = ids.map((i) => {
           const img = state.images.get(i);
           if (!img) throw new Ec2Error(400, 'InvalidAMIID.NotFound', `The image id '[${i}]' does not exist`);
