@@ -11,8 +11,8 @@ import { runBackup } from '../engine/backup.js';
 import { UserError } from '../repo/errors.js';
 import { runDoctor } from '../source/vsphere/doctor.js';
 import { VsphereSource } from '../source/vsphere/vsphere-source.js';
-import { interruptSignal } from './commands.js';
-import { formatBytes, globals, openRepo, printJson } from './context.js';
+import { addAfterBackupOptions, afterBackup, interruptSignal } from './commands.js';
+import { formatBytes, globals, openRepo, printJson, storeRequests } from './context.js';
 import { terminalProgress } from './progress.js';
 
 interface ConnOpts {
@@ -56,7 +56,7 @@ function connectionOptions(cmd: Command): Command {
 }
 
 export function registerVsphereBackup(backup: Command): void {
-  connectionOptions(backup.command('vsphere').description('back up a vSphere VM: snapshot, Changed Block Tracking, VDDK reads'))
+  addAfterBackupOptions(connectionOptions(backup.command('vsphere').description('back up a vSphere VM: snapshot, Changed Block Tracking, VDDK reads')))
     .option('--quiesce', 'quiesce the guest file systems (VMware Tools) for the snapshot')
     .option('--verify-unchanged <percent>', 'read this percent of the chunks CBT calls unchanged and compare them with the parent', (v) => {
       const n = Number(v);
@@ -64,7 +64,7 @@ export function registerVsphereBackup(backup: Command): void {
       return n;
     })
     .option('--parent <snapshot>', "parent snapshot: 'auto' (latest of the vm), 'none', or an id", 'auto')
-    .action(async (opts: ConnOpts & { quiesce?: boolean; verifyUnchanged?: number; parent: string }, cmd: Command) => {
+    .action(async (opts: ConnOpts & { quiesce?: boolean; verifyUnchanged?: number; parent: string; ebsShadow?: boolean; region?: string }, cmd: Command) => {
       if (!opts.vm && !opts.vmMoref) throw new UserError('give the VM with --vm NAME or --vm-moref vm-N');
       if (!opts.username) throw new UserError('give the vSphere user with --username or VSPHERE_USER');
       const pw = password(opts);
@@ -95,7 +95,11 @@ export function registerVsphereBackup(backup: Command): void {
           sourceKind: 'vsphere',
           verifyUnchangedPercent: opts.verifyUnchanged,
         });
-        if (g.json) printJson({ ...report, vsphere: { notes: source.notes, cbtEnabledNow: source.cbtWasEnabled } });
+        // release the vSphere snapshot before anything slow that follows the commit
+        await source.close();
+        const extra = await afterBackup(repo, report, opts);
+        const requests = storeRequests(repo);
+        if (g.json) printJson({ ...report, ...extra, ...(requests ? { requests } : {}), vsphere: { notes: source.notes, cbtEnabledNow: source.cbtWasEnabled } });
         else {
           process.stdout.write(
             `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
