@@ -237,7 +237,7 @@ export function registerEbs(program: Command): Command {
         try {
           const maps = await listEbsMaps(repo.store, opts.vm, opts.disk);
           if (globals(cmd).json) printJson(maps);
-          else for (const m of maps) process.stdout.write(`${m.snapshot}  ${m.snapshotTime}  ${m.ebsSnapshotId}  ${m.volumeSizeGiB} GiB  ${m.blocksSent} blocks${m.parentEbsSnapshotId ? `  parent ${m.parentEbsSnapshotId}` : ''}\n`);
+          else for (const m of maps) process.stdout.write(`${m.snapshot}  ${m.snapshotTime}  ${m.ebsSnapshotId}  ${m.volumeSizeGiB} GiB  ${m.blocksSent} block(s)${m.parentEbsSnapshotId ? `  parent ${m.parentEbsSnapshotId}` : ''}\n`);
         } finally {
           await repo.close();
         }
