@@ -60,6 +60,12 @@ export interface Results {
 const mbs = (b: number) => (b / 1e6).toFixed(0);
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '–');
+/** Median wall time, with the range over repetitions when there are several. */
+const wall = (a: Agg) => {
+  if (a.error) return 'failed';
+  const xs = a.samples.map((x) => x.wallS);
+  return xs.length > 1 ? `${f1(a.wallS)} (${f1(Math.min(...xs))}–${f1(Math.max(...xs))})` : f1(a.wallS);
+};
 /** Peer time / pilotlight time, in words. */
 const speed = (x: number | undefined) =>
   x === undefined || !Number.isFinite(x) ? '–' : x >= 1 ? `${x.toFixed(1)}x faster` : `${(1 / x).toFixed(1)}x slower`;
@@ -85,7 +91,7 @@ export function markdown(r: Results): string {
   L.push('**Backups** (time = wall clock of the whole command, start-up included; read MB = bytes the tool read from the image: pilotlight says so in its report, restic and borg read the whole file, holes included; image MB/s = non-zero MB of the image protected / time; repo MB = bytes the repository holds after the step)');
   L.push('');
   const spHead = peers.map((p) => `vs ${p}`);
-  L.push(`| snapshot | tool | time s | CPU s | peak RSS MB | read MB | image MB/s | repo MB | ${spHead.join(' | ')} |`);
+  L.push(`| snapshot | tool | time s (range) | CPU s | peak RSS MB | read MB | image MB/s | repo MB | ${spHead.join(' | ')} |`);
   L.push(`|---|---|---:|---:|---:|---:|---:|---:|${peers.map(() => '---:').join('|')}${peers.length ? '|' : ''}`);
   for (const st of r.steps) {
     for (const t of r.tools) {
@@ -96,19 +102,19 @@ export function markdown(r: Results): string {
       const kind = st.kind === 'first' ? 'first' : `incr., ${mbs(st.changedBytes ?? 0)} MB changed`;
       const scanned = a.samples[0]?.report?.bytesScanned;
       const read = typeof scanned === 'number' ? mbs(scanned) : t.startsWith('pilotlight') ? '?' : `${mbs(r.series.size)} (all)`;
-      L.push(`| ${st.label} (${kind}) | ${t} | ${a.error ? 'failed' : f1(a.wallS)} | ${f1(a.cpuS)} | ${a.rssMB.toFixed(0)} | ${read} | ${(st.nonZeroBytes / 1e6 / a.wallS).toFixed(0)} | ${mbs(a.repoBytes)} | ${sp.join(' | ')} |`);
+      L.push(`| ${st.label} (${kind}) | ${t} | ${wall(a)} | ${f1(a.cpuS)} | ${a.rssMB.toFixed(0)} | ${read} | ${(st.nonZeroBytes / 1e6 / a.wallS).toFixed(0)} | ${mbs(a.repoBytes)} | ${sp.join(' | ')} |`);
     }
   }
   L.push('');
   L.push(`**Restore** of ${r.restore.label} (MB/s = non-zero MB / time)`);
   L.push('');
-  L.push(`| tool | time s | CPU s | peak RSS MB | MB/s | identical to the image | ${peers.map((p) => `pilotlight vs ${p}`).join(' | ')} |`);
+  L.push(`| tool | time s (range) | CPU s | peak RSS MB | MB/s | identical to the image | ${peers.map((p) => `pilotlight vs ${p}`).join(' | ')} |`);
   L.push(`|---|---:|---:|---:|---:|---|${peers.map(() => '---:').join('|')}${peers.length ? '|' : ''}`);
   for (const t of r.tools) {
     const a = r.restore.tools[t];
     if (!a) continue;
     const sp = t === 'pilotlight' ? peers.map((p) => speed(r.restore.speedup[p])) : peers.map(() => '');
-    L.push(`| ${t} | ${a.error ? 'failed' : f1(a.wallS)} | ${f1(a.cpuS)} | ${a.rssMB.toFixed(0)} | ${(r.restore.nonZeroBytes / 1e6 / a.wallS).toFixed(0)} | ${a.verified === undefined ? 'not checked' : a.verified ? 'yes (cmp)' : '**NO**'} | ${sp.join(' | ')} |`);
+    L.push(`| ${t} | ${wall(a)} | ${f1(a.cpuS)} | ${a.rssMB.toFixed(0)} | ${(r.restore.nonZeroBytes / 1e6 / a.wallS).toFixed(0)} | ${a.verified === undefined ? 'not checked' : a.verified ? 'yes (cmp)' : '**NO**'} | ${sp.join(' | ')} |`);
   }
   L.push('');
   L.push('**Storage and dedup** (dedup ratio = allocated bytes of the images protected / bytes the repository holds)');
