@@ -7,7 +7,6 @@ import { UserError } from '../repo/errors.js';
 import { SnapshotCatalog } from '../snapshot/snapshot-record.js';
 import { FileSource } from '../source/file-source.js';
 import { formatBytes, globals, initRepo, openRepo, parseIntOption, printJson, storeRequests } from './context.js';
-import { pushSnapshotToEbs } from './cloud.js';
 import { terminalProgress } from './progress.js';
 import { BackupReport } from '../engine/backup.js';
 import { Repository } from '../repo/repository.js';
@@ -27,6 +26,7 @@ export async function afterBackup(
 ): Promise<Record<string, unknown>> {
   if (!opts.ebsShadow) return {};
   const record = await new SnapshotCatalog(repo).load(report.snapshot);
+  const { pushSnapshotToEbs } = await import('./cloud.js'); // the AWS SDK loads only when used
   const pushed = await pushSnapshotToEbs(repo, record, { region: opts.region, json: true });
   return { ebs: pushed };
 }

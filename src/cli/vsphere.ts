@@ -9,8 +9,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { runBackup } from '../engine/backup.js';
 import { UserError } from '../repo/errors.js';
-import { runDoctor } from '../source/vsphere/doctor.js';
-import { VsphereSource } from '../source/vsphere/vsphere-source.js';
+import type { VsphereSource } from '../source/vsphere/vsphere-source.js';
 import { addAfterBackupOptions, afterBackup, interruptSignal } from './commands.js';
 import { formatBytes, globals, openRepo, printJson, storeRequests } from './context.js';
 import { terminalProgress } from './progress.js';
@@ -75,6 +74,8 @@ export function registerVsphereBackup(backup: Command): void {
       const { signal, dispose } = interruptSignal();
       let source: VsphereSource | undefined;
       try {
+        // loaded on use: the SOAP stack costs every other command start-up time and memory
+        const { VsphereSource } = await import('../source/vsphere/vsphere-source.js');
         source = await VsphereSource.open({
           server: opts.server,
           username: opts.username,
@@ -125,6 +126,7 @@ export function registerDoctor(program: Command): void {
   connectionOptions(doctor.command('vsphere').description('check connectivity, thumbprint, login, the VM, CBT and VDDK loading'))
     .option('--snapshot-test', 'also create and remove a snapshot, and open its disks through VDDK')
     .action(async (opts: ConnOpts & { snapshotTest?: boolean }, cmd: Command) => {
+      const { runDoctor } = await import('../source/vsphere/doctor.js');
       const checks = await runDoctor({
         server: opts.server,
         username: opts.username,
