@@ -26,6 +26,9 @@ set -euo pipefail
 
 DIR="${PILOTLIGHT_RGW_DIR:-/tmp/pilotlight-rgw}"
 PORT="${PILOTLIGHT_RGW_PORT:-7480}"
+# The OSD is a sparse file: only what is written takes disk space. A full OSD makes
+# every write block forever, so it is sized well above what a test run writes.
+OSD_BYTES="${PILOTLIGHT_RGW_OSD_BYTES:-34359738368}"
 MON_V2=13300
 MON_V1=16789
 ACCESS_KEY="${PILOTLIGHT_RGW_ACCESS_KEY:-PILOTLIGHTTESTKEY000}"
@@ -113,12 +116,16 @@ osd memory target = 939524096
 bluestore cache autotune = false
 bluestore cache size = 134217728
 bluestore block create = true
-bluestore block size = 4294967296
+bluestore block size = $OSD_BYTES
 bluestore block db create = false
 bluestore block wal create = false
 osd op num shards = 1
 osd op num threads per shard = 2
 rgw enable usage log = false
+# reclaim deleted objects' space within seconds, not after RGW's default 2 hours
+rgw gc obj min wait = 0
+rgw gc processor period = 15
+rgw gc processor max time = 15
 debug ms = 0
 
 [mon.a]
