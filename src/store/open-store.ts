@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { FsStore } from './fs-store.js';
 import { MeteredStore } from './metered-store.js';
 import { RetryOptions, RetryingStore } from './retrying-store.js';
-import { S3Store, S3StoreError, S3StoreOptions } from './s3-store.js';
+import type { S3StoreOptions } from './s3-store.js';
 
 export interface OpenStoreOptions {
   /** `http://127.0.0.1:7480`; else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS itself. */
@@ -84,6 +84,8 @@ export async function openStore(location: string, options: OpenStoreOptions = {}
   }
   const region = process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || (endpoint ? 'us-east-1' : undefined);
   const concurrency = Math.max(1, options.concurrency ?? 4);
+  // loaded on use, so local repositories do not pay the AWS SDK's start-up time and memory
+  const { S3Store, S3StoreError } = await import('./s3-store.js');
   const s3 = new S3Store({
     bucket: parsed.bucket!,
     prefix: parsed.prefix,
