@@ -21,7 +21,8 @@ import { DEFAULT_RETRY, RetryPolicy, withRetry } from './retry.js';
 const MiB = 1024 * 1024;
 export const MIN_PART_SIZE = 5 * MiB;
 export const MAX_PARTS = 10_000;
-export const DEFAULT_PART_SIZE = 64 * MiB;
+/** Memory is about (concurrency + 1) x part size: 80 MiB with the defaults, whatever the disk size. */
+export const DEFAULT_PART_SIZE = 16 * MiB;
 
 /** An S3 client for the cloud paths: checksums only when an operation requires them (works with S3-compatible servers). */
 export function createS3Client(o: { endpoint?: string; region?: string; forcePathStyle?: boolean } & Partial<S3ClientConfig> = {}): S3Client {

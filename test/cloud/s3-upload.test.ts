@@ -67,7 +67,7 @@ describe('restore to S3 (multipart)', () => {
   });
 
   it('chooses parts so that any disk fits in 10,000 parts', () => {
-    assert.equal(choosePartSize(40 * 1024 * MiB), 64 * MiB);
+    assert.equal(choosePartSize(40 * 1024 * MiB), 16 * MiB);
     assert.equal(choosePartSize(16 * 1024 * 1024 * MiB), 1678 * MiB); // 16 TiB
     assert.ok(Math.ceil((16 * 1024 * 1024 * MiB) / choosePartSize(16 * 1024 * 1024 * MiB)) <= 10_000);
     assert.equal(choosePartSize(MiB, 1), 5 * MiB);
