@@ -71,7 +71,9 @@ export interface S3StoreOptions {
   conditionalPut?: boolean;
   /** Milliseconds to establish a connection. Default 10 s. */
   connectTimeoutMs?: number;
-  /** Milliseconds a socket may stay idle during a request. Default 60 s. */
+  /** Milliseconds a request may go without sending or receiving a byte. Default 60 s. */
+  idleTimeoutMs?: number;
+  /** Milliseconds one request may take in total. Default 15 min. */
   requestTimeoutMs?: number;
 }
 
@@ -207,7 +209,12 @@ export class S3Store implements BlobStore, RequestReporter {
           httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
           httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
           connectionTimeout: options.connectTimeoutMs ?? 10_000,
-          requestTimeout: options.requestTimeoutMs ?? 60_000,
+          // An answer that stops flowing (a hung server) fails after this much silence...
+          socketTimeout: options.idleTimeoutMs ?? 60_000,
+          // ... and no request runs longer than this in total. Without throwOnRequestTimeout
+          // this SDK only logs a warning when requestTimeout passes and waits forever.
+          requestTimeout: options.requestTimeoutMs ?? 15 * 60_000,
+          throwOnRequestTimeout: true,
         },
       });
       this.ownsClient = true;

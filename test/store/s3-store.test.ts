@@ -456,6 +456,32 @@ describe('s3 store on RGW', () => {
     assert.ok(Date.now() - t0 < 10_000);
   });
 
+  it('a server that accepts connections but never answers is a clear error, not a hang', async () => {
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('error', () => {});
+      sock.resume(); // read the request, never answer
+    });
+    await new Promise<void>((res) => silent.listen(0, '127.0.0.1', res));
+    const port = (silent.address() as net.AddressInfo).port;
+    let retries = 0;
+    const store = await openStore('s3://some-bucket/repo', {
+      s3Endpoint: `http://127.0.0.1:${port}`,
+      retry: { maxAttempts: 2, baseDelayMs: 10, onRetry: () => retries++ },
+      s3: { credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, idleTimeoutMs: 300, conditionalPut: true },
+    }).catch((e: S3StoreError) => e);
+    try {
+      assert.ok(store instanceof S3StoreError, 'open (HeadBucket) must fail');
+      assert.equal(store.code, 'S3_NETWORK', store.message);
+      assert.match(store.message, /cannot reach|timed out/);
+      assert.equal(retries, 1);
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise((res) => silent.close(res));
+    }
+  });
+
   it('connections cut by the network are retried and the operation completes', async () => {
     // A TCP proxy in front of RGW that resets the connection carrying each of the next `resets` requests.
     const r = await rgw();
