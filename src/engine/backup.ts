@@ -177,29 +177,36 @@ function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw new UserError('backup interrupted; nothing was committed, and the next backup reuses what was uploaded', 130);
 }
 
+/**
+ * Up to BATCH_CHUNKS chunks handed to a worker together. They need not be
+ * contiguous: a scattered change list (many single-chunk extents) still fills
+ * whole batches. `runs` are the contiguous stretches to read, in buffer order.
+ */
 interface Batch {
-  firstChunk: number;
-  offset: number;
+  indexes: number[];
   lengths: number[];
+  runs: { offset: number; length: number; at: number }[];
   length: number;
 }
 
 function* batches(extents: Extent[], chunkSize: number, capacity: number): Generator<Batch> {
+  let b: Batch = { indexes: [], lengths: [], runs: [], length: 0 };
   for (const e of extents) {
-    let pos = e.offset;
-    const end = e.offset + e.length;
-    while (pos < end) {
-      const lengths: number[] = [];
-      let len = 0;
-      while (lengths.length < BATCH_CHUNKS && pos + len < end) {
-        const l = Math.min(chunkSize, capacity - (pos + len));
-        lengths.push(l);
-        len += l;
+    for (let pos = e.offset; pos < e.offset + e.length; pos += chunkSize) {
+      const len = Math.min(chunkSize, capacity - pos);
+      const last = b.runs[b.runs.length - 1];
+      if (last && last.offset + last.length === pos) last.length += len;
+      else b.runs.push({ offset: pos, length: len, at: b.length });
+      b.indexes.push(pos / chunkSize);
+      b.lengths.push(len);
+      b.length += len;
+      if (b.indexes.length === BATCH_CHUNKS) {
+        yield b;
+        b = { indexes: [], lengths: [], runs: [], length: 0 };
       }
-      yield { firstChunk: pos / chunkSize, offset: pos, lengths, length: len };
-      pos += len;
     }
   }
+  if (b.indexes.length) yield b;
 }
 
 interface BatchResult {
@@ -246,7 +253,7 @@ async function backupDisk(
     const buf = await buffers.acquire();
     let handedBack = false;
     try {
-      await disk.read(new Uint8Array(buf, 0, batch.length), batch.offset, batch.length);
+      await Promise.all(batch.runs.map((r) => disk.read(new Uint8Array(buf, r.at, r.length), r.offset, r.length)));
       const w = pool.pick();
       const hashed = await pool.hash(w, buf, batch.lengths);
       const ids = hashed.ids;
@@ -281,7 +288,7 @@ async function backupDisk(
     for (let i = 0; i < batch.lengths.length; i++) {
       const id = ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
       const len = batch.lengths[i]!;
-      await builder.set(batch.firstChunk + i, Buffer.from(id));
+      await builder.set(batch.indexes[i]!, Buffer.from(id));
       if (isZero[i]) {
         counters.chunksZero++;
         continue;
