@@ -4,14 +4,17 @@
  * printing: the work is in src/cloud/.
  */
 import { Command, Option } from 'commander';
-import { EBSClient } from '@aws-sdk/client-ebs';
-import { EC2Client } from '@aws-sdk/client-ec2';
-import { ebsPush, EbsPushResult, DEFAULT_CONCURRENCY, DEFAULT_PUT_RATE, PushSnapshotRef } from '../cloud/ebs-push.js';
+// The AWS SDK takes about a second and ~90 MB to load: this file imports only types
+// and light modules at the top, and the cloud modules inside the commands that use them.
+import type { EBSClient } from '@aws-sdk/client-ebs';
+import type { EC2Client } from '@aws-sdk/client-ec2';
+import type { EbsPushResult, PushSnapshotRef } from '../cloud/ebs-push.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_PUT_RATE, IMAGE_DEFAULTS } from '../cloud/defaults.js';
 import { getEbsMap, listEbsMaps } from '../cloud/ebs-map.js';
-import { verifyEbsSnapshot, VerifyEbsReport } from '../cloud/ebs-verify.js';
+import type { VerifyEbsReport } from '../cloud/ebs-verify.js';
 import { CloudError } from '../cloud/errors.js';
-import { cleanupDrill, consoleOutput, recoverEc2, importSnapshotFromS3, IMAGE_DEFAULTS, RecoverDisk, RecoverEc2Report } from '../cloud/ec2-recover.js';
-import { createS3Client, parseS3Url, uploadImageToS3, UploadImageResult } from '../cloud/s3-image-upload.js';
+import type { RecoverDisk, RecoverEc2Report } from '../cloud/ec2-recover.js';
+import type { UploadImageResult } from '../cloud/s3-image-upload.js';
 import type { ProgressSink } from '../engine/backup.js';
 import { openDiskImage } from '../engine/snapshot-image.js';
 import { WorkerPool } from '../engine/worker-pool.js';
@@ -39,13 +42,15 @@ function region(o: AwsOptions): string | undefined {
   return o.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || undefined);
 }
 
-export function ebsClient(o: AwsOptions): EBSClient {
+export async function ebsClient(o: AwsOptions): Promise<EBSClient> {
+  const { EBSClient } = await import('@aws-sdk/client-ebs');
   // pilotlight retries PutSnapshotBlock itself (with backoff and a rate limit), so the SDK does not.
   const endpoint = o.ebsEndpoint ?? (process.env.AWS_ENDPOINT_URL_EBS || undefined);
   return new EBSClient({ region: region(o) ?? (endpoint ? 'us-east-1' : undefined), endpoint, maxAttempts: 1 });
 }
 
-export function ec2Client(o: AwsOptions): EC2Client {
+export async function ec2Client(o: AwsOptions): Promise<EC2Client> {
+  const { EC2Client } = await import('@aws-sdk/client-ec2');
   const endpoint = o.ec2Endpoint ?? (process.env.AWS_ENDPOINT_URL_EC2 || undefined);
   return new EC2Client({ region: region(o) ?? (endpoint ? 'us-east-1' : undefined), endpoint });
 }
@@ -104,10 +109,11 @@ export interface EbsPushCliOptions extends AwsOptions {
  * the EBS snapshot ids in the repository. Used by `ebs push` and by `backup --ebs-shadow`.
  */
 export async function pushSnapshotToEbs(repo: Repository, record: SnapshotRecord, opts: EbsPushCliOptions = {}, disks?: number[]): Promise<EbsPushResult[]> {
+  const { ebsPush } = await import('../cloud/ebs-push.js');
   const catalog = new SnapshotCatalog(repo);
   const pool = new WorkerPool(repo);
-  const ebs = ebsClient(opts);
-  const ec2 = ec2Client(opts);
+  const ebs = await ebsClient(opts);
+  const ec2 = await ec2Client(opts);
   const progress = ticker(!opts.json && process.stderr.isTTY === true);
   try {
     const out: EbsPushResult[] = [];
@@ -199,8 +205,9 @@ export function registerEbs(program: Command): Command {
     run(cmd, async () => {
       const g = globals(cmd);
       const repo = await openRepo(cmd);
+      const { verifyEbsSnapshot } = await import('../cloud/ebs-verify.js');
       const pool = new WorkerPool(repo);
-      const client = ebsClient(opts);
+      const client = await ebsClient(opts);
       try {
         const record = await new SnapshotCatalog(repo).resolve(ref, opts.vm);
         const reports: (VerifyEbsReport & { diskIndex: number })[] = [];
@@ -270,6 +277,7 @@ export async function restoreToS3(repo: unknown, record: unknown, disk: number, 
   const r = repo as Repository;
   const rec = record as SnapshotRecord;
   const o = opts as RestoreToS3Options;
+  const { createS3Client, parseS3Url, uploadImageToS3 } = await import('../cloud/s3-image-upload.js');
   const { bucket, key } = parseS3Url(url);
   const pool = new WorkerPool(r);
   const s3 = createS3Client({ endpoint: o.s3Endpoint });
@@ -366,8 +374,10 @@ export function registerRecover(program: Command): Command {
   ).action(async (ref: string | undefined, opts: RecoverCliOptions, cmd: Command) =>
     run(cmd, async () => {
       const g = globals(cmd);
+      const { cleanupDrill, consoleOutput, importSnapshotFromS3, recoverEc2 } = await import('../cloud/ec2-recover.js');
+      const { parseS3Url } = await import('../cloud/s3-image-upload.js');
       const repo = await openRepo(cmd);
-      const ec2 = ec2Client(opts);
+      const ec2 = await ec2Client(opts);
       const log = (s: string) => {
         if (!g.json) process.stderr.write(`${s}\n`);
       };

@@ -23,12 +23,10 @@ import { blockCount, blocksOfChunks, chunksPerBlock, EBS_BLOCK_SIZE, readBlocks,
 import { getEbsMap, newestEbsMapBefore, putEbsMap, EbsMapRecord } from './ebs-map.js';
 import { CloudError, explainAwsError } from './errors.js';
 import { RateLimiter } from './rate-limit.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_PUT_RATE } from './defaults.js';
 import { DEFAULT_RETRY, isThrottle, RetryPolicy, withRetry } from './retry.js';
+export { DEFAULT_CONCURRENCY, DEFAULT_PUT_RATE };
 
-/** AWS's default PutSnapshotBlock limit per snapshot. */
-export const DEFAULT_PUT_RATE = 1000;
-/** Blocks in flight: at ~30 ms per request 32 allow ~1,000 blocks/s; 16 MiB of buffers. */
-export const DEFAULT_CONCURRENCY = 32;
 
 export interface PushProgress {
   blocksSent: number;

@@ -45,15 +45,8 @@ export interface ImageOptions {
   deleteOnTermination?: boolean;
 }
 
-export const IMAGE_DEFAULTS = {
-  architecture: 'x86_64',
-  rootDeviceName: '/dev/sda1',
-  bootMode: 'legacy-bios',
-  enaSupport: true,
-  sriovNetSupport: 'simple',
-  volumeType: 'gp3',
-  deleteOnTermination: true,
-} as const;
+export { IMAGE_DEFAULTS } from './defaults.js';
+import { IMAGE_DEFAULTS } from './defaults.js';
 
 export interface LaunchOptions {
   instanceType: string;
