@@ -34,6 +34,13 @@ export function createS3Client(o: { endpoint?: string; region?: string; forcePat
     forcePathStyle: o.forcePathStyle ?? (endpoint ? true : undefined),
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    // a hung server is an error, not a hang (the same limits as the repository's S3 store)
+    requestHandler: o.requestHandler ?? {
+      connectionTimeout: 10_000,
+      socketTimeout: 60_000,
+      requestTimeout: 15 * 60_000,
+      throwOnRequestTimeout: true,
+    },
   });
 }
 
