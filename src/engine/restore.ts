@@ -2,6 +2,7 @@ import { promises as fsp } from 'node:fs';
 import { UserError } from '../repo/errors.js';
 import { Repository } from '../repo/repository.js';
 import { SnapshotRecord } from '../snapshot/snapshot-record.js';
+import { seekEnd } from '../source/seek-data.js';
 import { ProgressSink } from './backup.js';
 import { SnapshotImage, openDiskImage } from './snapshot-image.js';
 import { WorkerPool } from './worker-pool.js';
@@ -123,7 +124,6 @@ export async function restoreDisk(
 async function deviceSize(dev: string): Promise<number> {
   const fh = await fsp.open(dev, 'r');
   try {
-    const { seekEnd } = await import('../source/seek-data.js');
     const size = seekEnd(fh.fd);
     if (size === null) throw new UserError(`cannot find the size of ${dev}`);
     return size;
