@@ -9,6 +9,8 @@ import { WorkerPool } from './worker-pool.js';
 
 /** Chunks fetched together: 128 x 64 KiB = 8 MiB of disk. */
 const WINDOW = 128;
+/** Windows in flight ahead of the consumer (memory: about this many x 8 MiB, plus packed bytes). */
+const WINDOWS_AHEAD = 3;
 /** Blobs of one pack closer than this are fetched in one ranged GET. */
 const COALESCE_GAP = 256 * 1024;
 /** Ranged GETs in flight. */
@@ -82,22 +84,24 @@ export class SnapshotImage implements DiskImage {
   }
 
   async *chunks(options: { only?: AsyncIterable<number> | Iterable<number> } = {}): AsyncIterable<DiskChunk> {
+    // Windows are fetched ahead of the consumer, WINDOWS_AHEAD at a time, in order.
+    const ahead: Promise<DiskChunk[]>[] = [];
+    const start = (slots: { index: number; id: Buffer }[]) => {
+      const p = this.fetchWindow(slots);
+      p.catch(() => {}); // observed when it reaches the head
+      ahead.push(p);
+    };
     let window: { index: number; id: Buffer }[] = [];
-    let prefetch: Promise<DiskChunk[]> | null = null;
     for await (const slot of this.ids(options.only)) {
       window.push(slot);
       if (window.length >= WINDOW) {
-        const next = this.fetchWindow(window);
-        next.catch(() => {});
+        start(window);
         window = [];
-        if (prefetch) yield* await prefetch;
-        prefetch = next;
+        if (ahead.length >= WINDOWS_AHEAD) yield* await ahead.shift()!;
       }
     }
-    const last = window.length ? this.fetchWindow(window) : null;
-    last?.catch(() => {});
-    if (prefetch) yield* await prefetch;
-    if (last) yield* await last;
+    if (window.length) start(window);
+    while (ahead.length) yield* await ahead.shift()!;
   }
 
   private async fetchWindow(slots: { index: number; id: Buffer }[]): Promise<DiskChunk[]> {
