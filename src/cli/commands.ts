@@ -147,7 +147,7 @@ export function registerSnapshots(program: Command): void {
     });
 }
 
-type RestoreToS3 = (repo: unknown, record: unknown, disk: number, url: string, opts: Record<string, unknown>) => Promise<unknown>;
+export type RestoreToS3 = (repo: unknown, record: unknown, disk: number, url: string, opts: Record<string, unknown>) => Promise<unknown>;
 
 export function registerRestore(program: Command, restoreToS3?: RestoreToS3): void {
   program

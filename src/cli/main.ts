@@ -35,7 +35,7 @@ export async function buildProgram(): Promise<Command> {
   const backup = program.command('backup').description('take a snapshot of a VM');
   registerBackupFile(backup);
   registerSnapshots(program);
-  const ext = await registerExtensions(program, backup);
+  const ext = registerExtensions(program, backup);
   registerRestore(program, ext.restoreToS3);
   registerDiff(program);
   registerStats(program);

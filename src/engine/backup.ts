@@ -288,7 +288,7 @@ async function backupDisk(
     for (let i = 0; i < batch.lengths.length; i++) {
       const id = ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
       const len = batch.lengths[i]!;
-      await builder.set(batch.indexes[i]!, Buffer.from(id));
+      await builder.set(batch.indexes[i]!, id); // set() copies the id into its page
       if (isZero[i]) {
         counters.chunksZero++;
         continue;

@@ -37,31 +37,36 @@ type Reply<K extends WorkerReply['op']> = Extract<WorkerReply, { op: K }>;
  */
 export class WorkerPool {
   private readonly workers: Worker[] = [];
-  private readonly load: number[] = [];
+  private readonly load: number[];
   private readonly waiting = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void; w: number }>();
+  private readonly setup: WorkerSetup;
   private nextSeq = 1;
   private dead: Error | null = null;
 
-  constructor(repo: Repository, size = defaultWorkers()) {
-    const setup: WorkerSetup = {
+  /** Threads start on first use: a command that ends up reading no data (a diff, an unchanged disk) starts none. */
+  constructor(
+    repo: Repository,
+    readonly size = defaultWorkers(),
+  ) {
+    this.setup = {
       encryptionKey: repo.master.encryptionKey ? new Uint8Array(repo.master.encryptionKey) : null,
       idKey: new Uint8Array(repo.master.idKey),
       zstdLevel: 1,
     };
-    for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: setup });
+    this.load = new Array<number>(size).fill(0);
+  }
+
+  private worker(i: number): Worker {
+    while (this.workers.length < this.size) {
+      const w = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: this.setup });
       w.on('message', (reply: WorkerReply) => this.onReply(reply));
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
         if (code !== 0) this.fail(new Error(`worker thread exited with code ${code}`));
       });
       this.workers.push(w);
-      this.load.push(0);
     }
-  }
-
-  get size(): number {
-    return this.workers.length;
+    return this.workers[i]!;
   }
 
   private fail(err: Error): void {
@@ -91,7 +96,7 @@ export class WorkerPool {
     return new Promise<R>((resolve, reject) => {
       this.waiting.set(req.seq, { resolve: resolve as (r: WorkerReply) => void, reject, w });
       this.load[w]!++;
-      this.workers[w]!.postMessage(req, transfer);
+      this.worker(w).postMessage(req, transfer);
     });
   }
 
