@@ -9,8 +9,8 @@ import {
   registerRestore,
   registerSnapshots,
   registerStats,
-  registerVerify,
 } from './commands.js';
+import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
 
 export async function buildProgram(): Promise<Command> {
@@ -40,6 +40,7 @@ export async function buildProgram(): Promise<Command> {
   registerDiff(program);
   registerStats(program);
   registerVerify(program);
+  registerRepair(program);
   return program;
 }
 
