@@ -261,10 +261,12 @@ function sameLocation(a: IndexEntry, b: IndexEntry): boolean {
  * these exact bad locations; a bad entry shadowed by a good one for the same id is a
  * problem of the index, not a damaged chunk.
  */
-async function markDamaged(rows: EntryRow[], cache: LocalCache, damaged: ScratchTable): Promise<void> {
+async function markDamaged(rows: { row: EntryRow; why: string }[], cache: LocalCache, damaged: ScratchTable): Promise<void> {
   if (rows.length === 0) return;
-  const current = await cache.getMany(rows.map((r) => r.id));
-  const ops = rows.filter((r, i) => current[i] && sameLocation(current[i]!, r.entry)).map((r) => ({ type: 'put' as const, key: r.id, value: Buffer.alloc(0) }));
+  const current = await cache.getMany(rows.map((r) => r.row.id));
+  const ops = rows
+    .filter((r, i) => current[i] && sameLocation(current[i]!, r.row.entry))
+    .map((r) => ({ type: 'put' as const, key: r.row.id, value: Buffer.from(r.why) }));
   if (ops.length) await damaged.batch(ops);
 }
 
@@ -279,7 +281,7 @@ async function checkMissingPacks(
 ): Promise<void> {
   let current: Buffer | null = null;
   let missing = false;
-  let rows: EntryRow[] = [];
+  let rows: { row: EntryRow; why: string }[] = [];
   const flush = async () => {
     await markDamaged(rows, cache, damaged);
     rows = [];
@@ -297,7 +299,8 @@ async function checkMissingPacks(
       }
     }
     if (missing) {
-      rows.push(rowOf(k, v));
+      const row = rowOf(k, v);
+      rows.push({ row, why: `its pack ${packObjectName(row.entry.type, row.entry.packId.toString('hex'))} is missing` });
       if (rows.length >= 1024) await flush();
     }
   }
@@ -419,20 +422,22 @@ async function crossCheck(
   const indexed = new Set<string>();
   let checked = 0;
   let bad = 0;
-  let toMark: EntryRow[] = [];
+  let toMark: { row: EntryRow; why: string }[] = [];
   for await (const row of entriesOf(t.entries, packKey(pack.type, pack.id))) {
     checked++;
     const hex = row.id.toString('hex');
     indexed.add(hex);
-    if (!trailer || failedHex.has(hex)) {
-      toMark.push(row);
+    if (!trailer) {
+      toMark.push({ row, why: `the trailer of its pack ${pack.name} is unreadable` });
+    } else if (failedHex.has(hex)) {
+      toMark.push({ row, why: `its blob in ${pack.name} fails its check` });
     } else {
       const p = byId.get(hex);
       const e = row.entry;
       if (!p) {
         bad++;
         problems.push(`${await fileName(t.files, row.file)}: bad index entry: blob ${hex} is not in pack ${pack.name} (its trailer does not list it)`);
-        toMark.push(row);
+        toMark.push({ row, why: 'its index entry is bad' });
       } else if (p.type !== e.type || p.offset !== e.offset || p.length !== e.length || p.rawLength !== e.rawLength) {
         bad++;
         problems.push(
@@ -440,7 +445,7 @@ async function crossCheck(
             `type ${e.type} offset ${e.offset} length ${e.length} raw ${e.rawLength}, the pack trailer says ` +
             `type ${p.type} offset ${p.offset} length ${p.length} raw ${p.rawLength}; 'pilotlight repair index' rebuilds the index`,
         );
-        toMark.push(row);
+        toMark.push({ row, why: 'its index entry is bad' });
       }
     }
     if (toMark.length >= 1024) {
@@ -498,8 +503,9 @@ async function checkSnapshot(
     for (let p = 0; p < leaves.length; p++) {
       const leafId = leaves[p]!;
       if (isZeroId(leafId)) continue;
-      if ((await damaged.get(leafId)) !== undefined) {
-        why.push(`disk ${d.name}: manifest page ${leafId.toString('hex')} is damaged`);
+      const pageDamage = await damaged.get(leafId);
+      if (pageDamage !== undefined) {
+        why.push(`disk ${d.name}: manifest page ${leafId.toString('hex')} is damaged: ${pageDamage.toString()}`);
         continue;
       }
       if ((await goodPages.get(leafId)) !== undefined) continue;
@@ -526,7 +532,7 @@ async function checkSnapshot(
           if (nbad <= 3) why.push(`disk ${d.name}: chunk ${hex} (offset ~${p * PAGE_SLOTS * d.chunkSize}) is not in the index`);
         } else if (bad[j] !== undefined) {
           nbad++;
-          if (nbad <= 3) why.push(`disk ${d.name}: chunk ${hex} is damaged`);
+          if (nbad <= 3) why.push(`disk ${d.name}: chunk ${hex} is damaged: ${bad[j]!.toString()}`);
         }
       });
       if (nbad === 0) await goodPages.put(Buffer.from(leafId), Buffer.alloc(0));
