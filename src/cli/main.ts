@@ -12,6 +12,7 @@ import {
   registerVerify,
 } from './commands.js';
 import { registerExtensions } from './extensions.js';
+import { registerServe } from './nbd.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -40,6 +41,7 @@ export async function buildProgram(): Promise<Command> {
   registerDiff(program);
   registerStats(program);
   registerVerify(program);
+  registerServe(program);
   return program;
 }
 
