@@ -12,7 +12,7 @@ import {
   registerVerify,
 } from './commands.js';
 import { registerExtensions } from './extensions.js';
-import { registerServe } from './nbd.js';
+import { registerDrill, registerServe } from './nbd.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -42,6 +42,7 @@ export async function buildProgram(): Promise<Command> {
   registerStats(program);
   registerVerify(program);
   registerServe(program);
+  registerDrill(program);
   return program;
 }
 
