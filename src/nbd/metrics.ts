@@ -33,6 +33,7 @@ export const nbdMetrics = {
   requests: counter('pilotlight_nbd_requests_total', 'NBD requests by command and result', ['command', 'result']),
   chunkErrors: counter('pilotlight_nbd_chunk_errors_total', 'Reads refused with EIO because a chunk could not be fetched or did not verify'),
   connections: gauge('pilotlight_nbd_connections', 'Open NBD connections'),
+  connectionsTotal: counter('pilotlight_nbd_connections_total', 'NBD connections accepted'),
 };
 
 /** Serves the default registry on http://HOST:PORT/metrics; resolves with the bound port. */

@@ -148,6 +148,7 @@ export class NbdServer {
     const c = new Connection(this, socket);
     this.connections.add(c);
     nbdMetrics.connections.inc();
+    nbdMetrics.connectionsTotal.inc();
     socket.on('close', () => {
       this.connections.delete(c);
       nbdMetrics.connections.dec();
