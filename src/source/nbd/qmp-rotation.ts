@@ -5,15 +5,17 @@
  * 1. open: ONE `transaction` adds a new bitmap to every disk's node
  *    (`pilotlight-<time>-<random>`, granularity 64 KiB, persistent on qcow2): from this
  *    instant every write is recorded in it; it is the checkpoint of this snapshot.
- * 2. per disk: a temporary read-only NBD export of the node (`block-export-add`)
- *    carrying the parent's bitmap, when QEMU still has it intact; the backup reads its
- *    dirty extents and the data through that export.
+ * 2. per disk: the parent's bitmap, when QEMU still has it intact, is disabled (QEMU
+ *    exports only a frozen bitmap read-only) and a temporary read-only NBD export of
+ *    the node (`block-export-add`) carries it; the backup reads its dirty extents and
+ *    the data through that export. Writes between 1 and 2 are in both bitmaps.
  * 3. after the commit: the parent's bitmap is removed (its writes are in the snapshot,
- *    later ones in the new bitmap). On failure the new bitmap is removed instead, and
- *    the parent's (still recording) covers the next attempt.
+ *    later ones in the new bitmap). On failure, one transaction merges the new bitmap
+ *    into the parent's, enables it again and removes the new one: the next attempt
+ *    still has every write since the parent snapshot.
  *
- * The parent's bitmap keeps recording until it is removed, so a write landing while
- * the backup reads is in both bitmaps: read now or not, the next backup reads it again.
+ * A write landing while the backup reads is in the new bitmap: read now or not, the
+ * next backup reads it again.
  * The data is read from the live node: point-in-time consistency across the disk needs
  * the writer paused, or a libvirt pull-mode backup (which exports a frozen view).
  *
@@ -52,6 +54,8 @@ class RotatedDisk implements DiskConnection {
   exportId?: string;
   /** The parent's bitmap read through the export (removed after the commit). */
   parentBitmap?: string;
+  /** The parent's bitmap was disabled by this run (re-enabled, with this run's writes merged in, if nothing is committed). */
+  frozeParent = false;
   private client?: NbdClient;
 
   constructor(
@@ -70,6 +74,12 @@ class RotatedDisk implements DiskConnection {
     const node = await this.rot.node(this.node);
     const found = parent ? node['dirty-bitmaps']?.find((b) => b.name === parent.checkpoint) : undefined;
     const usable = found && !found.inconsistent && !found.busy && found.recording;
+    if (usable) {
+      // QEMU exports only a disabled bitmap read-only: freeze it. The new bitmap has
+      // been recording since open(), so nothing written from here on is missed.
+      await this.rot.qmp.execute('transaction', { actions: [{ type: 'block-dirty-bitmap-disable', data: { node: this.node, name: found.name } }] });
+      this.frozeParent = true;
+    }
     this.exportId = `${BITMAP_PREFIX}export-${randomBytes(6).toString('hex')}`;
     await this.rot.qmp.execute('block-export-add', {
       type: 'nbd',
@@ -156,7 +166,7 @@ export class QmpRotation {
   /** The snapshot is committed: remove the parents' pilotlight bitmaps. Returns notes. */
   async committed(): Promise<string[]> {
     this.isCommitted = true;
-    const notes: string[] = [];
+    const notes = await this.dropExports(); // an exported bitmap cannot be removed
     for (const d of this.disks) {
       if (!d.parentBitmap) continue;
       if (!d.parentBitmap.startsWith(BITMAP_PREFIX)) {
@@ -172,6 +182,28 @@ export class QmpRotation {
     return notes;
   }
 
+  /** Disconnects and deletes the temporary exports, waiting until QEMU has let them go. */
+  private async dropExports(): Promise<string[]> {
+    const notes: string[] = [];
+    for (const d of this.disks) {
+      await d.disconnect().catch(() => undefined);
+      const id = d.exportId;
+      if (!id) continue;
+      d.exportId = undefined;
+      try {
+        await this.qmp.execute('block-export-del', { id, mode: 'hard' });
+        for (let i = 0; i < 100; i++) {
+          const list = await this.qmp.execute<{ id: string }[]>('query-block-exports');
+          if (!list.some((e) => e.id === id)) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      } catch (err) {
+        notes.push(`removing export ${id}: ${(err as Error).message}`);
+      }
+    }
+    return notes;
+  }
+
   /** Removes the temporary exports, and this run's bitmaps when nothing was committed. Returns notes. */
   async close(): Promise<string[]> {
     const notes: string[] = [];
@@ -182,10 +214,19 @@ export class QmpRotation {
         notes.push(`${what}: ${(err as Error).message}`);
       }
     };
+    notes.push(...(await this.dropExports()));
     for (const d of this.disks) {
-      await d.disconnect().catch(() => undefined);
-      if (d.exportId) await attempt(`removing export ${d.exportId}`, () => this.qmp.execute('block-export-del', { id: d.exportId, mode: 'hard' }));
-      if (!this.isCommitted) await attempt(`removing bitmap ${d.newBitmap}`, () => this.qmp.execute('block-dirty-bitmap-remove', { node: d.node, name: d.newBitmap }));
+      if (this.isCommitted) continue;
+      const remove = { type: 'block-dirty-bitmap-remove', data: { node: d.node, name: d.newBitmap } };
+      if (d.frozeParent) {
+        // give the parent's bitmap back every write since it was frozen, and let it record again
+        const actions = [
+          { type: 'block-dirty-bitmap-merge', data: { node: d.node, target: d.parentBitmap, bitmaps: [d.newBitmap] } },
+          { type: 'block-dirty-bitmap-enable', data: { node: d.node, name: d.parentBitmap } },
+          remove,
+        ];
+        await attempt(`restoring bitmap ${d.parentBitmap}`, () => this.qmp.execute('transaction', { actions }));
+      } else await attempt(`removing bitmap ${d.newBitmap}`, () => this.qmp.execute('transaction', { actions: [remove] }));
     }
     this.qmp.close();
     return notes;
