@@ -12,6 +12,7 @@ import {
   registerVerify,
 } from './commands.js';
 import { registerExtensions } from './extensions.js';
+import { registerGc } from './gc.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -40,6 +41,7 @@ export async function buildProgram(): Promise<Command> {
   registerDiff(program);
   registerStats(program);
   registerVerify(program);
+  registerGc(program);
   return program;
 }
 
