@@ -83,10 +83,13 @@ export class SnapshotCatalog {
     return r;
   }
 
-  /** Ids of every stored record, as listed (not de-duplicated, not checked against fences). */
-  async listIds(): Promise<string[]> {
+  /**
+   * Ids of every stored record, as listed (not de-duplicated, not checked against
+   * fences); with idPrefix, only ids starting with it (`202612`: December 2026).
+   */
+  async listIds(idPrefix = ''): Promise<string[]> {
     const ids: string[] = [];
-    for await (const b of this.repo.store.list(SNAPSHOTS_PREFIX)) {
+    for await (const b of this.repo.store.list(`${SNAPSHOTS_PREFIX}${idPrefix}`)) {
       const id = b.name.slice(SNAPSHOTS_PREFIX.length);
       if (ID_RE.test(id)) ids.push(id);
     }
