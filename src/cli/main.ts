@@ -13,6 +13,7 @@ import {
 import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
 import { registerDrill, registerServe } from './nbd.js';
+import { registerGc } from './gc.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -44,6 +45,7 @@ export async function buildProgram(): Promise<Command> {
   registerRepair(program);
   registerServe(program);
   registerDrill(program);
+  registerGc(program);
   return program;
 }
 
