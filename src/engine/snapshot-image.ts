@@ -156,6 +156,8 @@ export class SnapshotImage implements DiskImage {
       offset: g.e.offset - first.offset,
       length: g.e.length,
       id: g.e.id,
+      type: g.e.type,
+      seal: g.e.seal,
       what: `chunk ${g.e.id.toString('hex')} in ${name}`,
     }));
     const plains = await this.pool.decode(bytes, items);

@@ -1,6 +1,6 @@
 import { IntegrityError } from '../repo/errors.js';
 import { BlobType, DATA_PREFIX, ID_BYTES, META_PREFIX, PAGE_SLOTS, isZeroId, packObjectName } from '../repo/format.js';
-import { decodeTrailer, trailerLength } from '../repo/pack.js';
+import { decodePack } from '../repo/pack.js';
 import { Repository } from '../repo/repository.js';
 import { ManifestReader, chunkCount, levelSizes } from '../snapshot/manifest.js';
 import { SnapshotCatalog, SnapshotRecord } from '../snapshot/snapshot-record.js';
@@ -111,10 +111,10 @@ async function checkPack(
     return { blobs: 0, problems: [...problems, `pack ${name}: truncated`], damagedIds, unreadable: true };
   }
   let entries;
+  let seal: 1 | 2;
   try {
-    const tl = trailerLength(bytes.subarray(bytes.length - 4));
-    if (tl + 4 > bytes.length) throw new IntegrityError('trailer length past the start of the pack');
-    entries = decodeTrailer(bytes.subarray(bytes.length - 4 - tl, bytes.length - 4), repo.sealer, bytes.length, `pack ${name}`);
+    const packType = name.startsWith('meta/') ? BlobType.Page : BlobType.Data;
+    ({ entries, seal } = decodePack(bytes, repo.sealer, packType, `pack ${name}`));
   } catch (err) {
     return { blobs: 0, problems: [...problems, `pack ${name}: ${(err as Error).message}`], damagedIds, unreadable: true };
   }
@@ -124,6 +124,8 @@ async function checkPack(
       offset: e.offset,
       length: e.length,
       id: e.id,
+      type: e.type,
+      seal,
       what: `${e.type === BlobType.Data ? 'chunk' : 'page'} ${e.id.toString('hex')} in ${name}`,
     })),
   );

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Level } from 'level';
 import { BlobStore } from '../store/blob-store.js';
-import { Sealer } from './crypto.js';
+import type { RepoSealer } from './repo-sealer.js';
 import { INDEX_PREFIX } from './format.js';
 import { IndexEntry, decodeIndex, decodeLocation, encodeLocation } from './index-file.js';
 
@@ -57,7 +57,7 @@ export class LocalCache {
   }
 
   /** Brings the cache in step with the repository's index files. Returns how many it loaded. */
-  async sync(store: BlobStore, sealer: Sealer): Promise<number> {
+  async sync(store: BlobStore, sealer: RepoSealer): Promise<number> {
     const present = new Set<string>();
     for await (const b of store.list(INDEX_PREFIX)) present.add(b.name);
     const known = new Set<string>();

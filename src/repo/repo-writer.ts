@@ -1,5 +1,5 @@
 import { BlobType, ID_BYTES, INDEX_PREFIX, packObjectName } from './format.js';
-import { IndexEntry, encodeIndexPlain } from './index-file.js';
+import { IndexEntry, encodeIndexFile } from './index-file.js';
 import { PackEntry, encodeTrailer } from './pack.js';
 import { Repository } from './repository.js';
 
@@ -83,7 +83,7 @@ export class RepoWriter {
     while (this.uploads.size >= this.maxUploads) await Promise.race(this.uploads);
     if (this.failure) throw this.failure;
     const entries = pack.entries;
-    const bytes = pack.finish(encodeTrailer(entries, this.repo.sealer));
+    const bytes = pack.finish(encodeTrailer(entries, this.repo.sealer, type));
     const packId = this.repo.hasher.hash(bytes);
     const name = packObjectName(type, packId.toString('hex'));
     const up = this.repo.store
@@ -91,7 +91,7 @@ export class RepoWriter {
       .then(() => {
         this.stats.packsWritten++;
         this.stats.packBytes += bytes.length;
-        for (const e of entries) this.unindexed.push({ ...e, packId });
+        for (const e of entries) this.unindexed.push({ ...e, packId, seal: this.repo.blobSeal });
         this.unindexedPacks++;
         if (this.unindexedPacks >= this.packsPerIndex) this.queueIndexWrite();
       })
@@ -110,9 +110,8 @@ export class RepoWriter {
     this.indexChain = this.indexChain.then(async () => {
       if (this.failure) return;
       try {
-        const plain = encodeIndexPlain(entries);
-        const name = `${INDEX_PREFIX}${this.repo.hasher.hash(plain).toString('hex')}`;
-        await this.repo.store.put(name, this.repo.sealer.seal([plain]), { kind: 'metadata' });
+        const { name, bytes } = encodeIndexFile(entries, this.repo.sealer, INDEX_PREFIX);
+        await this.repo.store.put(name, bytes, { kind: 'metadata' });
         await (await this.repo.cache()).add(name, entries);
         for (const e of entries) this.pending.delete(e.id.toString('hex'));
         this.stats.indexFiles++;

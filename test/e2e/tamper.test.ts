@@ -136,22 +136,24 @@ describe('tampering with the repository', () => {
   });
 
   for (const [label, kdf] of [
-    ['scrypt N = 2^40', { N: 2 ** 40 }],
-    ['scrypt N = 2^30 (1 TiB of memory)', { N: 2 ** 30 }],
-    ['scrypt p = 2^20 (hours of work)', { N: 2 ** 14, p: 2 ** 20 }],
+    ['scrypt N = 2^40', { name: 'scrypt', N: 2 ** 40, r: 8, p: 1 }],
+    ['scrypt N = 2^30 (1 TiB of memory)', { name: 'scrypt', N: 2 ** 30, r: 8, p: 1 }],
+    ['scrypt p = 2^20 (hours of work)', { name: 'scrypt', N: 2 ** 14, r: 8, p: 2 ** 20 }],
+    ['argon2id m = 2^32 KiB (4 TiB of memory)', { name: 'argon2id', m: 2 ** 32, t: 3, p: 1 }],
+    ['argon2id t = 2^30 passes', { name: 'argon2id', m: 65536, t: 2 ** 30, p: 1 }],
   ] as const) {
     it(`a key file with ${label} is refused at once with a clear error`, { timeout: 30_000 }, async () => {
       const { repo, env } = await copy();
       const dir = path.join(repo, 'keys');
       for (const k of await fsp.readdir(dir)) {
         const json = JSON.parse(await fsp.readFile(path.join(dir, k), 'utf8'));
-        Object.assign(json.kdf, kdf);
+        json.kdf = { ...kdf, salt: json.kdf.salt };
         await fsp.writeFile(path.join(dir, k), JSON.stringify(json));
       }
       const r = await run(['snapshots', '--repo', repo], env);
       assert.equal(r.code, 1, r.stderr);
       oneLine(r.stderr);
-      assert.match(r.stderr, /key file keys\/[0-9a-f]{32}: .*(scrypt|KDF).*(limit|bound|too)/i);
+      assert.match(r.stderr, /key file keys\/[0-9a-f]{32}: .*(scrypt|argon2id|KDF).*(limit|bound|too)/i);
     });
   }
 });
