@@ -9,10 +9,11 @@ import {
   registerRestore,
   registerSnapshots,
   registerStats,
-  registerVerify,
 } from './commands.js';
+import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
 import { registerKey, registerMigrate } from './keys.js';
+import { registerDrill, registerServe } from './nbd.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -43,6 +44,9 @@ export async function buildProgram(): Promise<Command> {
   registerDiff(program);
   registerStats(program);
   registerVerify(program);
+  registerRepair(program);
+  registerServe(program);
+  registerDrill(program);
   registerKey(program);
   registerMigrate(program);
   return program;

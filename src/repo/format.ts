@@ -60,6 +60,9 @@ export const AD = {
   config(): Buffer {
     return Buffer.from('pilotlight v2 config');
   },
+  verified(name: string): Buffer {
+    return Buffer.from(`pilotlight v2 verified\0${name}`);
+  },
   key(name: string): Buffer {
     return Buffer.from(`pilotlight v2 key\0${name}`);
   },

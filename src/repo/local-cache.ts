@@ -37,7 +37,9 @@ export class LocalCache {
 
   static async open(repoId: string, root = LocalCache.defaultRoot()): Promise<LocalCache> {
     const dir = path.join(root, repoId, 'cache');
-    await fsp.mkdir(dir, { recursive: true });
+    // chunk ids and snapshot records' plaintext: only the owner may read them (0700, whatever the umask)
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    for (const d of [path.join(root, repoId), dir]) await fsp.chmod(d, 0o700);
     try {
       return await LocalCache.openAt(dir, false);
     } catch (err) {

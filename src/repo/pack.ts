@@ -23,6 +23,8 @@ export interface PackEntry {
   offset: number;
   length: number;
   rawLength: number;
+  /** Seal format of the blob (the pack's), set when read from a trailer. */
+  seal?: SealFormat;
 }
 
 const TRAILER1 = Buffer.from('PLT1');
@@ -58,24 +60,43 @@ export function packFormat(tail4: Buffer): SealFormat {
 }
 
 /**
- * Reads the trailer of a whole pack: its entries and seal format. `type` is the
- * pack's kind from its name (data/ or meta/), bound to a format 2 trailer.
+ * How many bytes from the end of a pack hold its trailer (sealed trailer, length,
+ * magic), from a tail of at least 8 bytes (or the whole pack when shorter).
  */
-export function decodePack(bytes: Buffer, sealer: RepoSealer, type: BlobType, what: string): { entries: PackEntry[]; seal: SealFormat } {
-  if (bytes.length < 4) throw new IntegrityError(`${what}: too short to be a pack`);
-  const seal = packFormat(bytes.subarray(bytes.length - 4));
+export function trailerBytesNeeded(tail: Buffer, what: string): number {
+  if (tail.length < 4) throw new IntegrityError(`${what}: too short to be a pack`);
+  const after = packFormat(tail.subarray(tail.length - 4)) === 2 ? 8 : 4;
+  if (tail.length < after) throw new IntegrityError(`${what}: too short to be a pack`);
+  return after + tail.readUInt32LE(tail.length - after);
+}
+
+/**
+ * Reads the trailer of a pack from its last bytes (`tail`, at least
+ * trailerBytesNeeded of them; the whole pack will do): its entries, each with the
+ * pack's seal format. `type` is the pack's kind from its name (data/ or meta/),
+ * bound to a format 2 trailer.
+ */
+export function decodePack(
+  tail: Buffer,
+  sealer: RepoSealer,
+  type: BlobType,
+  what: string,
+  packSize = tail.length,
+): { entries: PackEntry[]; seal: SealFormat } {
+  const need = trailerBytesNeeded(tail, what);
+  if (need > packSize) throw new IntegrityError(`${what}: trailer length past the start of the pack`);
+  if (need > tail.length) throw new Error(`${what}: ${need} bytes of tail needed, ${tail.length} given`);
+  const seal = packFormat(tail.subarray(tail.length - 4));
   const after = seal === 2 ? 8 : 4;
-  if (bytes.length < after) throw new IntegrityError(`${what}: too short to be a pack`);
-  const tl = bytes.readUInt32LE(bytes.length - after);
-  if (tl + after > bytes.length) throw new IntegrityError(`${what}: trailer length past the start of the pack`);
-  const sealed = bytes.subarray(bytes.length - after - tl, bytes.length - after);
+  const tl = need - after;
+  const sealed = tail.subarray(tail.length - need, tail.length - after);
   const plain = sealer.openFormat(seal, sealed, AD.trailer(type), `${what} trailer`);
   const magic = seal === 2 ? TRAILER2 : TRAILER1;
   if (plain.length < 8 || !plain.subarray(0, 4).equals(magic)) throw new IntegrityError(`${what}: bad trailer`);
   const count = plain.readUInt32LE(4);
   if (plain.length !== 8 + count * ENTRY_BYTES) throw new IntegrityError(`${what}: trailer length does not match its count`);
   const entries: PackEntry[] = [];
-  const dataEnd = bytes.length - after - tl;
+  const dataEnd = packSize - after - tl;
   for (let i = 0, o = 8; i < count; i++, o += ENTRY_BYTES) {
     const e: PackEntry = {
       type: plain.readUInt8(o) as BlobType,
@@ -83,6 +104,7 @@ export function decodePack(bytes: Buffer, sealer: RepoSealer, type: BlobType, wh
       offset: plain.readUInt32LE(o + 1 + ID_BYTES),
       length: plain.readUInt32LE(o + 5 + ID_BYTES),
       rawLength: plain.readUInt32LE(o + 9 + ID_BYTES),
+      seal,
     };
     if (e.offset + e.length > dataEnd) throw new IntegrityError(`${what}: trailer entry ${i} points past the blobs`);
     if (e.type !== type) throw new IntegrityError(`${what}: trailer entry ${i} has blob type ${e.type} in a pack of type ${type}`);
