@@ -14,6 +14,7 @@ import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
 import { registerKey, registerMigrate } from './keys.js';
 import { registerDrill, registerServe } from './nbd.js';
+import { registerGc } from './gc.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -47,6 +48,7 @@ export async function buildProgram(): Promise<Command> {
   registerRepair(program);
   registerServe(program);
   registerDrill(program);
+  registerGc(program);
   registerKey(program);
   registerMigrate(program);
   return program;

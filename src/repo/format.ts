@@ -60,6 +60,10 @@ export const AD = {
   config(): Buffer {
     return Buffer.from('pilotlight v2 config');
   },
+  /** GC epoch objects (intent, done, end, condemned lists): docs/FORMAT.md, GC epochs. */
+  gc(name: string): Buffer {
+    return Buffer.from(`pilotlight v2 gc\0${name}`);
+  },
   verified(name: string): Buffer {
     return Buffer.from(`pilotlight v2 verified\0${name}`);
   },

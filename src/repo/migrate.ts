@@ -4,7 +4,7 @@ import { UserError } from './errors.js';
 import { CONFIG_NAME, KEYS_PREFIX } from './format.js';
 import { openKeyFile, writeKeyFile } from './keyfile.js';
 import { killPoint } from './kill-point.js';
-import { RepoLock, listLocks } from './lock.js';
+import { Lease, listLeases } from './lease.js';
 import { Repository } from './repository.js';
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
@@ -33,10 +33,10 @@ export async function migrateRepository(repo: Repository, password: string | nul
   if (from >= 2 && repo.config.migratedFrom !== 1) {
     return { from, to: from, recordsConverted: 0, recordsRemoved: 0, keyReplaced: null, otherV1Keys: 0, alreadyDone: true };
   }
-  const lock = await RepoLock.acquire(repo, 'exclusive', 'migrate');
+  const lock = await Lease.acquire(repo.store, 'other');
   try {
-    // a lock left by a killed process on this host does not count (a killed migrate is re-run at once)
-    const others = (await listLocks(repo)).filter((l) => l.name !== lock.name && !l.stale && !(l.host === os.hostname() && !pidAlive(l.pid)));
+    // a lease left by a killed process on this host does not count (a killed migrate is re-run at once)
+    const others = (await listLeases(repo)).filter((l) => l.id !== lock.id && !l.expired && !(l.host === os.hostname() && !pidAlive(l.pid)));
     if (others.length) {
       throw new UserError(`another operation holds the repository (${others.map((l) => `${l.operation} on ${l.host} pid ${l.pid}`).join(', ')}); run migrate when it has finished`);
     }

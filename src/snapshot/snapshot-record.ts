@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
-import { isNotFound } from '../store/blob-store.js';
 import { IntegrityError, UserError } from '../repo/errors.js';
 import { AD, SNAPSHOTS_PREFIX } from '../repo/format.js';
+import { readFences, recordCommitted } from '../repo/fence.js';
 import { Repository } from '../repo/repository.js';
 
 export interface DiskRecord {
@@ -45,6 +45,8 @@ export interface SnapshotRecord {
   source: string;
   disks: DiskRecord[];
   stats: SnapshotStats;
+  /** The lease of the backup that wrote it (docs/FORMAT.md, "Fences"). */
+  lease?: string;
 }
 
 export function newSnapshotId(time: Date): string {
@@ -167,14 +169,13 @@ export class SnapshotCatalog {
 
   /** A snapshot by full id (pass its vm when known: one request instead of a listing). */
   async load(id: string, vm?: string): Promise<SnapshotRecord> {
-    if (!this.v2 || vm !== undefined) {
-      try {
-        return await this.loadName(this.objectName(vm ?? '', id));
-      } catch (err) {
-        if (!isNotFound(err) || !this.v2) throw err;
-      }
-    }
-    for (const name of await this.names()) if (this.parseName(name)!.id === id) return this.loadName(name);
+    return this.loadName(await this.nameOf(id, vm));
+  }
+
+  /** The object name of a stored record: direct in version 1 or with the vm, else found by listing. */
+  private async nameOf(id: string, vm?: string): Promise<string> {
+    if (!this.v2 || vm !== undefined) return this.objectName(vm ?? '', id);
+    for (const name of await this.names()) if (this.parseName(name)!.id === id) return name;
     throw new UserError(`no snapshot ${id} in ${this.repo.location}`);
   }
 
@@ -185,12 +186,48 @@ export class SnapshotCatalog {
     return out.sort();
   }
 
-  /** Every snapshot, oldest first; with vm, only that vm's. */
+  /**
+   * Ids of every stored record, as listed (not de-duplicated, not checked against
+   * fences); with idPrefix, only ids starting with it (`202612`: December 2026). In
+   * version 1 the prefix narrows the listing; in version 2 (ids below per-VM
+   * prefixes) every record name is listed and filtered.
+   */
+  async listIds(idPrefix = ''): Promise<string[]> {
+    const ids: string[] = [];
+    const listPrefix = this.v2 ? SNAPSHOTS_PREFIX : `${SNAPSHOTS_PREFIX}${idPrefix}`;
+    for await (const b of this.repo.store.list(listPrefix)) {
+      const p = this.parseName(b.name);
+      if (p && p.id.startsWith(idPrefix)) ids.push(p.id);
+    }
+    return ids;
+  }
+
+  /** Whether the record is stored (asks the store, not the cache); pass the vm when known (version 2). */
+  async exists(id: string, vm?: string): Promise<boolean> {
+    if (!this.v2 || vm !== undefined) return (await this.repo.store.head(this.objectName(vm ?? '', id))) !== null;
+    return (await this.listIds(id)).includes(id);
+  }
+
+  /** Deletes a record (and its cached copy). */
+  async delete(id: string, vm?: string): Promise<void> {
+    let name: string;
+    try {
+      name = await this.nameOf(id, vm);
+    } catch (err) {
+      if (err instanceof UserError) return; // not there: deleting is idempotent
+      throw err;
+    }
+    await this.repo.store.delete(name);
+    await (await this.repo.cache()).deleteRecord(name);
+  }
+
+  /** Every committed snapshot, oldest first; with vm, only that vm's. Records of fenced backups that no prune accepted are not committed. */
   async list(vm?: string): Promise<SnapshotRecord[]> {
+    const fences = await readFences(this.repo.store);
     const out: SnapshotRecord[] = [];
     for (const name of await this.names(vm)) {
       const r = await this.loadName(name);
-      if (vm === undefined || r.vm === vm) out.push(r);
+      if ((vm === undefined || r.vm === vm) && recordCommitted(fences, r.id, r.lease)) out.push(r);
     }
     out.sort((a, b) => (a.time === b.time ? a.id.localeCompare(b.id) : a.time.localeCompare(b.time)));
     return out;
@@ -223,10 +260,11 @@ export class SnapshotCatalog {
     }
     // match names first, then read only the records that match
     const names = (await this.names(vm)).filter((n) => this.parseName(n)!.id.startsWith(ref));
+    const fences = await readFences(this.repo.store);
     const hits: SnapshotRecord[] = [];
     for (const n of names) {
       const r = await this.loadName(n);
-      if (vm === undefined || r.vm === vm) hits.push(r);
+      if ((vm === undefined || r.vm === vm) && recordCommitted(fences, r.id, r.lease)) hits.push(r);
     }
     const exact = hits.find((r) => r.id === ref);
     if (exact) return exact;
