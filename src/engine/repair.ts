@@ -1,6 +1,6 @@
 import { UserError } from '../repo/errors.js';
-import { DATA_PREFIX, INDEX_PREFIX, META_PREFIX, SNAPSHOTS_PREFIX } from '../repo/format.js';
-import { IndexEntry, encodeIndexPlain } from '../repo/index-file.js';
+import { DATA_PREFIX, INDEX_PREFIX, META_PREFIX } from '../repo/format.js';
+import { IndexEntry, encodeIndexFile } from '../repo/index-file.js';
 import { Repository } from '../repo/repository.js';
 import { BlobStore } from '../store/blob-store.js';
 import { SnapshotCatalog } from '../snapshot/snapshot-record.js';
@@ -55,9 +55,8 @@ export async function repairIndex(repo: Repository): Promise<RepairIndexReport> 
     let pendingPacks = 0;
     const writeIndex = async () => {
       if (pending.length === 0) return;
-      const plain = encodeIndexPlain(pending);
-      const name = `${INDEX_PREFIX}${repo.hasher.hash(plain).toString('hex')}`;
-      await repo.store.put(name, repo.sealer.seal([plain]), { kind: 'metadata' });
+      const { name, bytes } = encodeIndexFile(pending, repo.sealer, INDEX_PREFIX);
+      await repo.store.put(name, bytes, { kind: 'metadata' });
       written.add(name);
       pending = [];
       pendingPacks = 0;
@@ -65,7 +64,7 @@ export async function repairIndex(repo: Repository): Promise<RepairIndexReport> 
     const one = async (pack: ListedPack) => {
       try {
         const trailer = await readTrailer(repo, pack);
-        for (const e of trailer) pending.push({ ...e, packId: pack.id });
+        for (const e of trailer) pending.push({ ...e, packId: pack.id, seal: e.seal ?? repo.blobSeal });
         entries += trailer.length;
         packsIndexed++;
         pendingPacks++;
@@ -136,7 +135,7 @@ export async function repairSnapshots(repo: Repository, options: { forget?: bool
     }
     const cache = await repo.cache();
     for (const d of damaged) {
-      const name = `${SNAPSHOTS_PREFIX}${d.id}`;
+      const name = catalog.objectName(d.vm, d.id);
       await deleteNonPack(repo.store, name);
       await cache.deleteRecord(name);
       forgotten.push(d.id);

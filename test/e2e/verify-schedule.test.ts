@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { verifyRepository } from '../../src/engine/verify.js';
 import { INDEX_PREFIX } from '../../src/repo/format.js';
-import { decodeIndex, encodeIndexPlain } from '../../src/repo/index-file.js';
+import { decodeIndex, encodeIndexFile } from '../../src/repo/index-file.js';
 import { Repository } from '../../src/repo/repository.js';
 import { BlobType } from '../../src/repo/format.js';
 import { FsStore } from '../../src/store/fs-store.js';
@@ -139,8 +139,8 @@ describe('verify: index entries against pack trailers', () => {
         if (!victim || tampered) continue;
         const other = entries.find((e) => e.type === BlobType.Data && e.packId.equals(victim.packId) && e.offset !== victim.offset)!;
         victim.offset = other.offset; // a real blob boundary, but another blob's
-        const plain = encodeIndexPlain(entries);
-        await r.store.put(`${INDEX_PREFIX}${r.hasher.hash(plain).toString('hex')}`, r.sealer.seal([plain]));
+        const file = encodeIndexFile(entries, r.sealer, INDEX_PREFIX);
+        await r.store.put(file.name, file.bytes);
         await r.store.delete(b.name);
         tampered = true;
       }
