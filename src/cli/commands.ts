@@ -30,6 +30,23 @@ export async function afterBackup(
   return { ebs: pushed };
 }
 
+/** Prints a backup's report: one JSON document with --json, else a summary and a line per disk. */
+export function printBackupReport(repo: Repository, report: BackupReport, extra: Record<string, unknown>, json: boolean | undefined): void {
+  const requests = storeRequests(repo);
+  if (json) {
+    printJson({ ...report, ...extra, ...(requests ? { requests } : {}) });
+    return;
+  }
+  process.stdout.write(
+    `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
+      `scanned ${formatBytes(report.bytesScanned)}, new ${formatBytes(report.bytesNew)} stored as ${formatBytes(report.bytesStored)}, ` +
+      `${report.chunksNew} new / ${report.chunksReused} reused / ${report.chunksZero} zero chunks in ${(report.durationMs / 1000).toFixed(1)} s\n`,
+  );
+  for (const d of report.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
+  if (extra.ebs) process.stdout.write(`  pushed to EBS: ${JSON.stringify(extra.ebs)}\n`);
+  if (Array.isArray(extra.notes)) for (const n of extra.notes) process.stdout.write(`  note: ${n}\n`);
+}
+
 /** An AbortSignal that fires on the first Ctrl-C/SIGTERM; a second one exits at once. */
 export function interruptSignal(): { signal: AbortSignal; dispose: () => void } {
   const ac = new AbortController();
@@ -93,17 +110,7 @@ export function registerBackupFile(backup: Command): void {
         const g = globals(cmd);
         const report = await runBackup(repo, source, { parent: opts.parent, progress: terminalProgress('backup'), signal, sourceKind: 'file' });
         const extra = await afterBackup(repo, report, opts);
-        const requests = storeRequests(repo);
-        if (g.json) printJson({ ...report, ...extra, ...(requests ? { requests } : {}) });
-        else {
-          process.stdout.write(
-            `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
-              `scanned ${formatBytes(report.bytesScanned)}, new ${formatBytes(report.bytesNew)} stored as ${formatBytes(report.bytesStored)}, ` +
-              `${report.chunksNew} new / ${report.chunksReused} reused / ${report.chunksZero} zero chunks in ${(report.durationMs / 1000).toFixed(1)} s\n`,
-          );
-          for (const d of report.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
-          if (extra.ebs) process.stdout.write(`  pushed to EBS: ${JSON.stringify(extra.ebs)}\n`);
-        }
+        printBackupReport(repo, report, extra, g.json);
       } finally {
         dispose();
         await source.close();

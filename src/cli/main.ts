@@ -12,6 +12,8 @@ import {
 } from './commands.js';
 import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
+import { registerDrill, registerServe } from './nbd.js';
+import { registerGc } from './gc.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -41,6 +43,9 @@ export async function buildProgram(): Promise<Command> {
   registerStats(program);
   registerVerify(program);
   registerRepair(program);
+  registerServe(program);
+  registerDrill(program);
+  registerGc(program);
   return program;
 }
 
