@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { registerEbs, registerRecover, restoreToS3 } from './cloud.js';
 import type { RestoreToS3 } from './commands.js';
-import { registerNbdBackup } from './nbd.js';
+import { registerNbdBackup } from './nbd-backup.js';
 import { registerDoctor, registerVsphereBackup } from './vsphere.js';
 
 /**
