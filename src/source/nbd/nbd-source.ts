@@ -100,7 +100,6 @@ export class NbdSource implements DiskSource {
       const disks = rotation.disks.map((d, i) => new NbdDisk(`disk${i}`, d.capacity, targets[i]!.uri, d));
       return new NbdSource(opts.vm, disks, rotation);
     }
-    if (opts.checkpoint && !opts.bitmap) throw new UserError('--checkpoint needs --bitmap (the bitmap that holds the writes since the previous checkpoint)');
     if (opts.sinceCheckpoint && !(opts.bitmap && opts.checkpoint)) {
       throw new UserError('--since-checkpoint needs --bitmap (the exported bitmap) and --checkpoint (the checkpoint created with this backup)');
     }
