@@ -10,7 +10,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ok, run, scratch } from '../support/cli.js';
-import { listFiles } from '../support/files.js';
+import { biggestDataPack, flipByte } from '../support/damage.js';
 import { makeBootDisk } from '../support/boot-disk.js';
 
 describe('drill', () => {
@@ -62,21 +62,12 @@ describe('drill', () => {
 
   it('fails when a chunk of the backup is damaged: the guest gets a read error, never wrong bytes', async () => {
     // damage the last blob of the data pack (the chunk of the last sector the boot sector reads)
-    let pack = '';
-    let size = 0;
-    for (const p of await listFiles(path.join(repo, 'data'))) {
-      const st = await fsp.stat(p);
-      if (st.size > size) [size, pack] = [st.size, p];
-    }
-    const fh = await fsp.open(pack, 'r+');
+    const { file, size } = await biggestDataPack(repo);
     const tail = Buffer.alloc(4);
+    const fh = await fsp.open(file, 'r');
     await fh.read(tail, 0, 4, size - 4);
-    const pos = size - 4 - tail.readUInt32LE(0) - 20;
-    const b = Buffer.alloc(1);
-    await fh.read(b, 0, 1, pos);
-    b[0]! ^= 0x40;
-    await fh.write(b, 0, 1, pos);
     await fh.close();
+    await flipByte(file, size - 4 - tail.readUInt32LE(0) - 20, 0x40);
     const r = await run(['drill', ...base(), '--expect', marker, '--json'], s.env);
     assert.equal(r.code, 4, r.stdout + r.stderr);
     const report = JSON.parse(r.stdout);

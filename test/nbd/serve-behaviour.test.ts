@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as P from '../../src/nbd/protocol.js';
 import { ok, run, scratch } from '../support/cli.js';
+import { biggestDataPack, flipByte } from '../support/damage.js';
 import { listFiles } from '../support/files.js';
 import { makeImage } from '../support/images.js';
 import { RawNbdClient, Serving, nbdUri, startServe as startServeRaw, tool, toolOk } from '../support/nbd.js';
@@ -256,19 +257,8 @@ describe('serve nbd: a corrupted pack byte', () => {
     await makeImage(image, 8 * MiB, [{ offset: 0, length: 4 * MiB, kind: 'random' }], 31);
     await ok(['init', '--repo', repo, '--no-encryption'], s.env);
     await ok(['backup', 'file', image, '--vm', 'c', '--repo', repo], s.env);
-    let target = '';
-    let biggest = 0;
-    for (const p of await listFiles(path.join(repo, 'data'))) {
-      const { size } = await fsp.stat(p);
-      if (size > biggest) [biggest, target] = [size, p];
-    }
-    const fh = await fsp.open(target, 'r+');
-    const pos = Math.floor(biggest / 2);
-    const byte = Buffer.alloc(1);
-    await fh.read(byte, 0, 1, pos);
-    byte[0]! ^= 0x01;
-    await fh.write(byte, 0, 1, pos);
-    await fh.close();
+    const pack = await biggestDataPack(repo);
+    await flipByte(pack.file, Math.floor(pack.size / 2), 0x01);
     socket = path.join(s.dir, 'c.sock');
     serving = await startServe(['latest', '--vm', 'c', '--listen', `unix:${socket}`, '--repo', repo], s.env);
   });
