@@ -86,7 +86,9 @@ export function inSlice(packId: Buffer, n: number, m: number): boolean {
 
 /** A never-verified pack's due base: spread over the window by its id, so scheduled runs share the work. */
 function firstSeenBase(packId: Buffer, now: number, window: number): number {
-  return now - window + Math.floor((packId.readUInt32BE(4) / 2 ** 32) * window);
+  // Spread over the first 90% of the window, not all of it: a pack whose due time fell
+  // in the window's last run interval would be read one run after the window closes.
+  return now - window + Math.floor((packId.readUInt32BE(4) / 2 ** 32) * window * 0.9);
 }
 
 /**
