@@ -20,7 +20,8 @@ import { fileURLToPath } from 'node:url';
 import { Repository } from '../src/repo/repository.js';
 import { SnapshotCatalog, SnapshotRecord } from '../src/snapshot/snapshot-record.js';
 import { openStore } from '../src/store/open-store.js';
-import { dropBucket, freshBucket, rgw } from '../test/support/rgw.js';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { dropBucket, rgw } from '../test/support/rgw.js';
 import { makeImage } from '../test/support/images.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -90,7 +91,7 @@ interface Row {
 async function main(): Promise<void> {
   const counts = arg('--records', '1000,100000').split(',').map(Number);
   const backends = arg('--backends', 'local,s3').split(',');
-  const work = mkdtempSync(path.join(os.tmpdir(), 'pl-bench-scale-'));
+  const work = mkdtempSync(path.join(os.tmpdir(), "fmt2-bench-scale-"));
   const image = path.join(work, 'target.img');
   await makeImage(image, 4 << 20, [{ offset: 0, length: 1 << 20, kind: 'random' }], 7);
   const rows: Row[] = [];
@@ -98,12 +99,15 @@ async function main(): Promise<void> {
   try {
     for (const backend of backends) {
       const r = backend === 's3' ? await rgw() : null;
+      if (r) Object.assign(process.env, r.env); // the in-process writer opens the store too
       for (const records of counts) {
         for (const version of [1, 2] as const) {
           const tag = `${backend}-v${version}-${records}`;
           let location = path.join(work, tag);
           if (r) {
-            const b = await freshBucket('scale');
+            // not pl-*: other test runs on this shared RGW sweep those
+            const b = `fmt2-scale-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+            await r.client.send(new CreateBucketCommand({ Bucket: b }));
             buckets.push(b);
             location = `s3://${b}/repo`;
           }
@@ -155,8 +159,8 @@ async function main(): Promise<void> {
   ];
   const md = lines.join('\n');
   process.stdout.write(md);
-  writeFileSync(path.join(ROOT, 'bench', 'results', 'snapshot-scale.md'), md);
-  writeFileSync(path.join(ROOT, 'bench', 'results', 'snapshot-scale.json'), JSON.stringify({ date: new Date().toISOString(), rows }, null, 2) + '\n');
+  writeFileSync(path.join(ROOT, 'bench', 'results', `snapshot-scale-${backends.join('-')}.md`), md);
+  writeFileSync(path.join(ROOT, 'bench', 'results', `snapshot-scale-${backends.join('-')}.json`), JSON.stringify({ date: new Date().toISOString(), rows }, null, 2) + '\n');
 }
 
 main().catch((err) => {

@@ -3,7 +3,7 @@ import { promises as fsp } from 'node:fs';
 import { UserError } from '../repo/errors.js';
 import { addKey, changePassword, listKeys, removeKey } from '../repo/key-manager.js';
 import { migrateRepository } from '../repo/migrate.js';
-import { resolvePassword } from '../repo/repository.js';
+import { Repository, resolvePassword } from '../repo/repository.js';
 import { credentials, globals, openRepo, printJson } from './context.js';
 
 /** The new password of `key add` / `key passwd`: --new-password-file, or PILOTLIGHT_NEW_PASSWORD. */
@@ -21,69 +21,62 @@ async function newPassword(opts: { newPasswordFile?: string }): Promise<string> 
   return env;
 }
 
+/** Opens the repository, runs `fn`, prints its result (JSON, or `text` of it), closes. */
+async function withRepo<T>(cmd: Command, fn: (repo: Repository) => Promise<T>, text: (r: T) => string): Promise<void> {
+  const repo = await openRepo(cmd);
+  try {
+    const r = await fn(repo);
+    if (globals(cmd).json) printJson(r);
+    else process.stdout.write(text(r));
+  } finally {
+    await repo.close();
+  }
+}
+
 export function registerKey(program: Command): void {
   const key = program.command('key').description('manage the passwords (key files) of a repository');
   key
     .command('list')
     .description('list key files')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const repo = await openRepo(cmd);
-      try {
-        const keys = await listKeys(repo);
-        if (globals(cmd).json) printJson(keys);
-        else {
-          for (const k of keys) {
+    .action(async (_opts: unknown, cmd: Command) =>
+      withRepo(cmd, listKeys, (keys) =>
+        keys
+          .map((k) => {
             const params = Object.entries(k.kdf).filter(([n]) => n !== 'name').map(([n, v]) => `${n}=${v}`).join(' ');
-            process.stdout.write(`${k.inUse ? '*' : ' '} ${k.id}  ${k.created}  v${k.version}  ${k.kdf.name} ${params}\n`);
-          }
-        }
-      } finally {
-        await repo.close();
-      }
-    });
+            return `${k.inUse ? '*' : ' '} ${k.id}  ${k.created}  v${k.version}  ${k.kdf.name} ${params}\n`;
+          })
+          .join(''),
+      ),
+    );
   key
     .command('add')
     .description('add a password (the new one from --new-password-file or PILOTLIGHT_NEW_PASSWORD)')
     .option('--new-password-file <file>', 'file holding the new password')
     .action(async (opts: { newPasswordFile?: string }, cmd: Command) => {
       const pw = await newPassword(opts);
-      const repo = await openRepo(cmd);
-      try {
-        const id = await addKey(repo, pw);
-        if (globals(cmd).json) printJson({ added: id });
-        else process.stdout.write(`added key ${id}\n`);
-      } finally {
-        await repo.close();
-      }
+      await withRepo(cmd, async (repo) => ({ added: await addKey(repo, pw) }), (r) => `added key ${r.added}\n`);
     });
   key
     .command('remove')
     .description('remove a key file (never the last one)')
     .argument('<id>', 'key id or unique prefix (see key list)')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
-      const repo = await openRepo(cmd);
-      try {
-        const k = await removeKey(repo, id);
-        if (globals(cmd).json) printJson({ removed: k.id });
-        else process.stdout.write(`removed key ${k.id}${k.inUse ? ' (the one this command opened with)' : ''}\n`);
-      } finally {
-        await repo.close();
-      }
-    });
+    .action(async (id: string, _opts: unknown, cmd: Command) =>
+      withRepo(
+        cmd,
+        async (repo) => {
+          const k = await removeKey(repo, id);
+          return { removed: k.id, inUse: k.inUse };
+        },
+        (r) => `removed key ${r.removed}${r.inUse ? ' (the one this command opened with)' : ''}\n`,
+      ),
+    );
   key
     .command('passwd')
     .description('change the password in use (adds the new key file, then removes the old one)')
     .option('--new-password-file <file>', 'file holding the new password')
     .action(async (opts: { newPasswordFile?: string }, cmd: Command) => {
       const pw = await newPassword(opts);
-      const repo = await openRepo(cmd);
-      try {
-        const r = await changePassword(repo, pw);
-        if (globals(cmd).json) printJson(r);
-        else process.stdout.write(`password changed: key ${r.added} replaces ${r.removed}\n`);
-      } finally {
-        await repo.close();
-      }
+      await withRepo(cmd, (repo) => changePassword(repo, pw), (r) => `password changed: key ${r.added} replaces ${r.removed}\n`);
     });
 }
 

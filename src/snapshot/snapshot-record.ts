@@ -202,9 +202,15 @@ export class SnapshotCatalog {
     return ids;
   }
 
-  /** Whether the record is stored (asks the store, not the cache); pass the vm when known (version 2). */
+  /**
+   * Whether the record is stored (asks the store with a HEAD, not a listing); pass
+   * the vm when known. In version 2 without it, the record's full name comes from
+   * the local cache (records this host has read); a listing is the last resort.
+   */
   async exists(id: string, vm?: string): Promise<boolean> {
     if (!this.v2 || vm !== undefined) return (await this.repo.store.head(this.objectName(vm ?? '', id))) !== null;
+    const cached = (await (await this.repo.cache()).recordNames()).find((n) => this.parseName(n)?.id === id);
+    if (cached) return (await this.repo.store.head(cached)) !== null;
     return (await this.listIds(id)).includes(id);
   }
 
