@@ -77,7 +77,7 @@ function daemon(child: ChildProcess): Daemon {
 /** `qemu-nbd -r -t -B NAME...`: serves a qcow2 read-only on a unix socket. */
 export async function startQemuNbd(image: string, socket: string, exportName: string, bitmaps: string[] = []): Promise<Daemon> {
   await fsp.rm(socket, { force: true });
-  const child = spawn('qemu-nbd', ['-r', '-t', '-f', 'qcow2', '-k', socket, '-x', exportName, ...bitmaps.flatMap((b) => ['-B', b]), image], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('qemu-nbd', ['-r', '-t', '-e', '8', '-f', 'qcow2', '-k', socket, '-x', exportName, ...bitmaps.flatMap((b) => ['-B', b]), image], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
   await waitFor(socket, child, 'qemu-nbd', () => err);
