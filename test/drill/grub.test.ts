@@ -31,7 +31,7 @@ describe('drill: a grub-mkrescue image', () => {
     );
     const iso = path.join(s.dir, 'grub.img');
     await promisify(execFile)('grub-mkrescue', ['-o', iso, tree], { timeout: 120_000 });
-    await ok(['init', '--repo', repo, '--no-encryption'], s.env);
+    await ok(['init', '--repo', repo], s.env);
     await ok(['backup', 'file', iso, '--vm', 'grub', '--repo', repo], s.env);
   });
 
