@@ -25,7 +25,7 @@ describe('drill', () => {
     repo = path.join(s.dir, 'repo');
     const image = path.join(s.dir, 'boot.img');
     marker = (await makeBootDisk(image)).marker;
-    await ok(['init', '--repo', repo, '--no-encryption'], s.env);
+    await ok(['init', '--repo', repo], s.env);
     await ok(['backup', 'file', image, '--vm', 'boot', '--repo', repo], s.env);
   });
 
@@ -64,11 +64,14 @@ describe('drill', () => {
   it('fails when a chunk of the backup is damaged: the guest gets a read error, never wrong bytes', async () => {
     // damage the last blob of the data pack (the chunk of the last sector the boot sector reads)
     const { file, size } = await biggestDataPack(repo);
-    const tail = Buffer.alloc(4);
+    // the pack ends with the sealed trailer, its u32le length, and (format 2) the magic "PLP2"
+    const tail = Buffer.alloc(8);
     const fh = await fsp.open(file, 'r');
-    await fh.read(tail, 0, 4, size - 4);
+    await fh.read(tail, 0, 8, size - 8);
     await fh.close();
-    await flipByte(file, size - 4 - tail.readUInt32LE(0) - 20, 0x40);
+    const v2 = tail.subarray(4).toString('latin1') === 'PLP2';
+    const trailer = v2 ? tail.readUInt32LE(0) : tail.readUInt32LE(4);
+    await flipByte(file, size - (v2 ? 8 : 4) - trailer - 20, 0x40);
     const r = await run(['drill', ...base(), '--expect', marker, '--json'], s.env);
     assert.equal(r.code, 4, r.stdout + r.stderr);
     const report = JSON.parse(r.stdout);

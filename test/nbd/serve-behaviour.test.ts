@@ -256,7 +256,7 @@ describe('serve nbd: a corrupted pack byte', () => {
     const repo = path.join(s.dir, 'repo');
     image = path.join(s.dir, 'a.img');
     await makeImage(image, 8 * MiB, [{ offset: 0, length: 4 * MiB, kind: 'random' }], 31);
-    await ok(['init', '--repo', repo, '--no-encryption'], s.env);
+    await ok(['init', '--repo', repo], s.env);
     await ok(['backup', 'file', image, '--vm', 'c', '--repo', repo], s.env);
     const pack = await biggestDataPack(repo);
     await flipByte(pack.file, Math.floor(pack.size / 2), 0x01);
