@@ -184,6 +184,14 @@ export class QmpRotation {
     for (const d of this.disks) {
       if (!d.parentBitmap) continue;
       if (!d.parentBitmap.startsWith(BITMAP_PREFIX)) {
+        // not ours: give it back whole (the writes since it was frozen) and recording
+        if (d.frozeParent) {
+          const actions = [
+            { type: 'block-dirty-bitmap-merge', data: { node: d.node, target: d.parentBitmap, bitmaps: [d.newBitmap] } },
+            { type: 'block-dirty-bitmap-enable', data: { node: d.node, name: d.parentBitmap } },
+          ];
+          await this.qmp.execute('transaction', { actions }).catch((err: Error) => notes.push(`could not re-enable bitmap ${d.parentBitmap} on ${d.node}: ${err.message}`));
+        }
         notes.push(`bitmap ${d.parentBitmap} on ${d.node} was not made by pilotlight: left in place`);
         continue;
       }
