@@ -21,6 +21,7 @@ describe('drill', () => {
 
   before(async () => {
     s = await scratch('drill');
+    delete (s.env as Record<string, string | undefined>).PILOTLIGHT_PASSWORD; // an unencrypted repository: a password given would be refused
     repo = path.join(s.dir, 'repo');
     const image = path.join(s.dir, 'boot.img');
     marker = (await makeBootDisk(image)).marker;
