@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { trailerBytesNeeded } from '../../src/repo/pack.js';
 import { ok, run, scratch } from '../support/cli.js';
 import { biggestDataPack, flipByte } from '../support/damage.js';
 import { makeBootDisk } from '../support/boot-disk.js';
@@ -64,11 +65,11 @@ describe('drill', () => {
   it('fails when a chunk of the backup is damaged: the guest gets a read error, never wrong bytes', async () => {
     // damage the last blob of the data pack (the chunk of the last sector the boot sector reads)
     const { file, size } = await biggestDataPack(repo);
-    const tail = Buffer.alloc(4);
+    const tail = Buffer.alloc(8);
     const fh = await fsp.open(file, 'r');
-    await fh.read(tail, 0, 4, size - 4);
+    await fh.read(tail, 0, 8, size - 8);
     await fh.close();
-    await flipByte(file, size - 4 - tail.readUInt32LE(0) - 20, 0x40);
+    await flipByte(file, size - trailerBytesNeeded(tail, file) - 20, 0x40); // the bytes after the blobs: FORMAT.md §5
     const r = await run(['drill', ...base(), '--expect', marker, '--json'], s.env);
     assert.equal(r.code, 4, r.stdout + r.stderr);
     const report = JSON.parse(r.stdout);
