@@ -152,7 +152,7 @@ async function main(): Promise<void> {
     const md = [
       `# QEMU dirty bitmap over NBD: incremental vs full read (${fmtSize(size)} qcow2, ${((dirtied / size) * 100).toFixed(2)}% dirty)`,
       '',
-      `${new Date().toISOString()}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, ${sh('qemu-nbd', ['--version']).split('\n')[0]}; ${reps} repetition(s), interleaved, medians.`,
+      `${new Date().toISOString()}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, ${sh('qemu-nbd', ['--version']).split('\n')[0]}; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}; ${reps} repetition(s), interleaved, medians.`,
       `First backup (parent): ${fmtSize(first.bytesScanned)} scanned in ${(first.durationMs / 1000).toFixed(1)} s.`,
       '',
       '| run | scanned | new | wall s | CPU s | peak RSS |',

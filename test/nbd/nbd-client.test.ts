@@ -103,4 +103,19 @@ describe('NBD client against qemu-nbd', () => {
     }
     await assert.rejects(c.read(0, 10, Buffer.alloc(10)), /closed/);
   });
+
+  it('connects over TCP (nbd://HOST:PORT/EXPORT) too', async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const tcp = await startQemuNbd(image, port, 'vda', ['b1']);
+    try {
+      const c = await NbdClient.connect(parseNbdUri(`nbd://127.0.0.1:${port}/vda`), { metaContexts: ['qemu:dirty-bitmap:b1'] });
+      const buf = Buffer.alloc(4096);
+      await c.read(48 * MiB, 4096, buf);
+      assert.ok(buf.every((b) => b === 0x11));
+      assert.ok(c.contexts.has('qemu:dirty-bitmap:b1'));
+      await c.disconnect();
+    } finally {
+      await tcp.stop();
+    }
+  });
 });

@@ -252,11 +252,10 @@ describe('serve nbd: a corrupted pack byte', () => {
 
   before(async () => {
     s = await scratch('nbd-corrupt');
-    delete (s.env as Record<string, string | undefined>).PILOTLIGHT_PASSWORD; // an unencrypted repository: a password given would be refused
     const repo = path.join(s.dir, 'repo');
     image = path.join(s.dir, 'a.img');
     await makeImage(image, 8 * MiB, [{ offset: 0, length: 4 * MiB, kind: 'random' }], 31);
-    await ok(['init', '--repo', repo, '--no-encryption'], s.env);
+    await ok(['init', '--repo', repo], s.env);
     await ok(['backup', 'file', image, '--vm', 'c', '--repo', repo], s.env);
     const pack = await biggestDataPack(repo);
     await flipByte(pack.file, Math.floor(pack.size / 2), 0x01);

@@ -13,7 +13,7 @@ import { describeTarget, parseNbdUri, type NbdTarget } from '../../nbd/uri.js';
 import { BASE_ALLOCATION } from '../../nbd/protocol.js';
 import { UserError } from '../../repo/errors.js';
 import type { DiskSource, SourceDisk } from '../disk-source.js';
-import type { BitmapState, CheckpointToken } from './checkpoint.js';
+import { decodeCheckpoint, type BitmapState, type CheckpointToken } from './checkpoint.js';
 import { DIRTY_BITMAP_PREFIX, NbdDisk, type DiskConnection } from './nbd-disk.js';
 import { QmpRotation } from './qmp-rotation.js';
 
@@ -66,8 +66,8 @@ class ServedExport implements DiskConnection {
     if (!offered) {
       // The parent's own checkpoint gone missing is a fallback (judgeBitmap says why);
       // any other name the server does not offer is a mistake to fix.
-      const parentCheckpoint = hasParent && since ? new URLSearchParams(since.replace(/^qemu:/, '')).get('checkpoint') : null;
-      if (!since?.startsWith('qemu:') || parentCheckpoint !== (this.since ?? this.bitmap)) {
+      const parent = hasParent ? decodeCheckpoint(since) : undefined;
+      if (parent?.checkpoint !== (this.since ?? this.bitmap)) {
         const names = this.client.offered.filter((c) => c.startsWith(DIRTY_BITMAP_PREFIX)).map((c) => c.slice(DIRTY_BITMAP_PREFIX.length));
         throw new UserError(
           `export ${JSON.stringify(this.client.target.exportName)} at ${describeTarget(this.client.target)} offers no dirty bitmap named ${JSON.stringify(this.bitmap)} ` +
