@@ -143,6 +143,8 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
       const m = Math.min(...writers.map((l) => l.startEpoch ?? lastEpoch), lastEpoch);
       const k = m >= 1 ? await readIntent(store, sealer, m) : null;
       const seen = new Set(k?.indexSeen ?? []);
+      // index files that prunes wrote (replacements) hold no running backup's data
+      for (let e = Math.max(1, m); e <= lastEpoch; e++) for (const n of (await readDone(store, sealer, e))?.replacement ?? []) seen.add(n);
       const orphansSeen = new Set(k?.orphansSeen ?? []);
       settled = (n) => seen.has(n);
       orphanDeletable = (n) => orphansSeen.has(n);
@@ -174,11 +176,6 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
       report.blobs.condemned = n;
       report.snapshots = roots.marked.size;
       return finish(report, started);
-    }
-
-    if (plan.condemnedPacks.length === 0 && superseded.size === 0 && plan.decisions.protected === 0 && plan.orphans.kept === 0) {
-      report.snapshots = roots.marked.size;
-      return finish(report, started); // nothing to do, and nothing a later prune needs recorded
     }
 
     // 3. publish epoch E: the condemned set becomes binding for every backup
