@@ -16,6 +16,7 @@ import {
 } from '../repo/gc-epoch.js';
 import { Lease, LeaseInfo, listLeases } from '../repo/lease.js';
 import { LocalCache } from '../repo/local-cache.js';
+import { killPoint } from '../repo/kill-point.js';
 import { Repository } from '../repo/repository.js';
 import { ListingError, listNames, listPacks } from './gc/listing.js';
 import { Marker } from './gc/mark.js';
@@ -76,6 +77,7 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
   const log = options.log ?? (() => {});
   const step = async (s: PruneStep) => {
     log(s);
+    killPoint(`prune:${s}`);
     await options.onStep?.(s);
   };
   const store = repo.store;
@@ -248,7 +250,10 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
     }
     await publishDone(store, sealer, { version: 1, epoch, replacement: rw.replacement, superseded: intent.superseded, condemnedPacks: intent.condemnedPacks });
     await step('done');
-    for (const n of intent.condemnedPacks) await store.delete(n);
+    for (const [i, n] of intent.condemnedPacks.entries()) {
+      await store.delete(n);
+      if (i === 0) killPoint('prune:deleting');
+    }
     for (const n of intent.superseded) await store.delete(n);
     await publishEnd(store, sealer, epoch);
     await repo.refreshIndex();
