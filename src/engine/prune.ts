@@ -157,6 +157,15 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
 
     // 2. mark
     const marker = new Marker(repo, ws);
+    marker.onMissing = async () => {
+      const known = new Set(files.map((f) => f.name));
+      const late = (await listNames(store, INDEX_PREFIX)).filter((n) => !known.has(n)).sort();
+      if (late.length === 0) return false;
+      const from = files.length;
+      for (const name of late) files.push({ name, settled: false, entries: 0 });
+      report.blobs.indexed += await loadIndex(repo, ws, files, from);
+      return true;
+    };
     const roots = new Roots(repo, marker);
     await roots.read(fences0, { first: true, packsExist: packs.count > 0 });
     const acc = await account(ws);
