@@ -58,6 +58,8 @@ export interface BackupReport extends SnapshotStats {
   parent: string | null;
   pagesWritten: number;
   packsWritten: number;
+  /** Blobs stored again because a prune condemned the pack this run had reused them from. */
+  blobsStoredAgain: number;
   disks: DiskReport[];
 }
 
@@ -167,6 +169,7 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
       ...counters,
       pagesWritten,
       packsWritten: writer.stats.packsWritten,
+      blobsStoredAgain: guard.restored,
       durationMs: Date.now() - started,
       disks: diskReports,
     };

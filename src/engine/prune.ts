@@ -16,6 +16,7 @@ import {
 } from '../repo/gc-epoch.js';
 import { Lease, LeaseInfo, listLeases } from '../repo/lease.js';
 import { LocalCache } from '../repo/local-cache.js';
+import { killPoint } from '../repo/kill-point.js';
 import { Repository } from '../repo/repository.js';
 import { ListingError, listNames, listPacks } from './gc/listing.js';
 import { Marker } from './gc/mark.js';
@@ -76,6 +77,7 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
   const log = options.log ?? (() => {});
   const step = async (s: PruneStep) => {
     log(s);
+    killPoint(`prune:${s}`);
     await options.onStep?.(s);
   };
   const store = repo.store;
@@ -143,6 +145,8 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
       const m = Math.min(...writers.map((l) => l.startEpoch ?? lastEpoch), lastEpoch);
       const k = m >= 1 ? await readIntent(store, sealer, m) : null;
       const seen = new Set(k?.indexSeen ?? []);
+      // index files that prunes wrote (replacements) hold no running backup's data
+      for (let e = Math.max(1, m); e <= lastEpoch; e++) for (const n of (await readDone(store, sealer, e))?.replacement ?? []) seen.add(n);
       const orphansSeen = new Set(k?.orphansSeen ?? []);
       settled = (n) => seen.has(n);
       orphanDeletable = (n) => orphansSeen.has(n);
@@ -153,6 +157,15 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
 
     // 2. mark
     const marker = new Marker(repo, ws);
+    marker.onMissing = async () => {
+      const known = new Set(files.map((f) => f.name));
+      const late = (await listNames(store, INDEX_PREFIX)).filter((n) => !known.has(n)).sort();
+      if (late.length === 0) return false;
+      const from = files.length;
+      for (const name of late) files.push({ name, settled: false, entries: 0 });
+      report.blobs.indexed += await loadIndex(repo, ws, files, from);
+      return true;
+    };
     const roots = new Roots(repo, marker);
     await roots.read(fences0, { first: true, packsExist: packs.count > 0 });
     const acc = await account(ws);
@@ -174,11 +187,6 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
       report.blobs.condemned = n;
       report.snapshots = roots.marked.size;
       return finish(report, started);
-    }
-
-    if (plan.condemnedPacks.length === 0 && superseded.size === 0 && plan.decisions.protected === 0 && plan.orphans.kept === 0) {
-      report.snapshots = roots.marked.size;
-      return finish(report, started); // nothing to do, and nothing a later prune needs recorded
     }
 
     // 3. publish epoch E: the condemned set becomes binding for every backup
@@ -251,7 +259,10 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
     }
     await publishDone(store, sealer, { version: 1, epoch, replacement: rw.replacement, superseded: intent.superseded, condemnedPacks: intent.condemnedPacks });
     await step('done');
-    for (const n of intent.condemnedPacks) await store.delete(n);
+    for (const [i, n] of intent.condemnedPacks.entries()) {
+      await store.delete(n);
+      if (i === 0) killPoint('prune:deleting');
+    }
     for (const n of intent.superseded) await store.delete(n);
     await publishEnd(store, sealer, epoch);
     await repo.refreshIndex();

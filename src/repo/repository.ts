@@ -186,7 +186,12 @@ export class Repository {
 
   /** Reads, decrypts, decompresses and verifies one blob. */
   async readBlob(id: Buffer, what = 'blob'): Promise<Buffer> {
-    const e = await this.lookup(id);
+    let e = await this.lookup(id);
+    if (!e) {
+      // written by another process since this one read the index (a long-lived process): catch up once
+      await this.refreshIndex();
+      e = await this.lookup(id);
+    }
     if (!e) throw new IntegrityError(`${what} ${id.toString('hex')} is not in the index: the repository is missing data`);
     try {
       return await this.readIndexed(e, what);

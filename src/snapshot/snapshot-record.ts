@@ -202,6 +202,21 @@ export class SnapshotCatalog {
     return ids;
   }
 
+  /** Every stored record as listed, id and object name (not de-duplicated, not checked against fences). */
+  async listRefs(): Promise<{ id: string; name: string }[]> {
+    const out: { id: string; name: string }[] = [];
+    for await (const b of this.repo.store.list(SNAPSHOTS_PREFIX)) {
+      const p = this.parseName(b.name);
+      if (p) out.push({ id: p.id, name: b.name });
+    }
+    return out;
+  }
+
+  /** A record by the object name `listRefs` gave (one request, whatever the layout). */
+  loadRef(name: string): Promise<SnapshotRecord> {
+    return this.loadName(name);
+  }
+
   /**
    * Whether the record is stored (asks the store with a HEAD, not a listing); pass
    * the vm when known. In version 2 without it, the record's full name comes from

@@ -50,6 +50,8 @@ const EMPTY = Buffer.alloc(0);
 export class Marker {
   pagesRead = 0;
   private readonly w: BatchWriter;
+  /** Loads index files written since the listing (a record committed meanwhile); true if it found any. */
+  onMissing: (() => Promise<boolean>) | null = null;
 
   constructor(
     private readonly repo: Repository,
@@ -71,7 +73,8 @@ export class Marker {
     if (isZeroId(id)) return;
     await this.w.flush(); // marks so far must be visible to the lookup below
     if ((await this.ws.marks.get(id)) !== undefined) return;
-    const e = await firstEntry(this.ws, id);
+    let e = await firstEntry(this.ws, id);
+    if (!e && this.onMissing && (await this.onMissing())) e = await firstEntry(this.ws, id);
     if (!e) {
       throw new ListingError(
         `snapshot ${r.id} (${r.vm}) references manifest page ${id.toString('hex')}, which no listed index file holds: the index listing is incomplete or the repository is damaged (run 'pilotlight verify')`,

@@ -12,7 +12,8 @@ import { Marker } from './mark.js';
  * listing is short and the prune stops.
  */
 export class Roots {
-  private readonly seen = new Set<string>();
+  /** Record ids seen by a reading -> their vm. */
+  private readonly seen = new Map<string, string>();
   /** Records marked: id -> lease (for fence decisions). */
   readonly marked = new Map<string, string | undefined>();
   private readonly catalog: SnapshotCatalog;
@@ -26,44 +27,46 @@ export class Roots {
 
   /** Lists, checks and marks; returns the record ids listed. */
   async read(fences: FenceState, opts: { first: boolean; packsExist: boolean }): Promise<string[]> {
-    let ids: string[];
+    let refs: { id: string; name: string }[];
     try {
-      ids = await this.catalog.listIds();
+      refs = await this.catalog.listRefs();
     } catch (err) {
       throw new ListingError(`listing snapshot records failed (${(err as Error).message})`);
     }
-    const listed = new Set(ids);
-    if (listed.size !== ids.length) throw new ListingError('the listing of snapshot records returned a name twice (a repeated page?)');
+    const listed = new Map(refs.map((r) => [r.id, r.name]));
+    if (listed.size !== refs.length) throw new ListingError('the listing of snapshot records returned a name twice (a repeated page?)');
     if (listed.size === 0 && opts.packsExist) {
       throw new ListingError('no snapshot record was listed while the repository holds packs: a listing error, or every snapshot was forgotten; refusing to delete everything');
     }
     // what must be listed: what earlier reads saw, what this host's cache holds, and the newest
     // records listed a second way (a listing cut short loses the tail: the newest ids)
-    const expected = new Set(this.seen);
-    if (opts.first) for (const n of await this.cachedRecordIds()) expected.add(n);
-    for (const month of recentMonths()) for (const id of await this.catalog.listIds(month)) expected.add(id);
-    for (const id of expected) {
+    const short = (id: string) => new ListingError(`snapshot record ${id} exists but the listing did not return it (a short listing)`);
+    for (const [id, vm] of [...this.seen]) {
       if (listed.has(id)) continue;
-      if (await this.catalog.exists(id)) throw new ListingError(`snapshot record ${id} exists but the listing did not return it (a short listing)`);
+      if (await this.catalog.exists(id, vm)) throw short(id);
       this.seen.delete(id);
     }
-    for (const id of [...listed].sort()) {
+    if (opts.first) {
+      // records this host has read before, by object name (a HEAD, whatever the layout)
+      const cache = await this.repo.cache();
+      for (const name of await cache.recordNames()) {
+        const id = name.slice(name.lastIndexOf('/') + 1);
+        if (!listed.has(id) && (await this.repo.store.head(name))) throw short(id);
+      }
+    }
+    for (const month of recentMonths()) for (const id of await this.catalog.listIds(month)) if (!listed.has(id)) throw short(id);
+    for (const [id, name] of [...listed].sort()) {
       if (this.seen.has(id)) continue;
-      this.seen.add(id);
-      const r: SnapshotRecord = await this.catalog.load(id);
-      if (r.parent && !listed.has(r.parent) && !this.seen.has(r.parent) && (await this.catalog.exists(r.parent))) {
+      const r: SnapshotRecord = await this.catalog.loadRef(name);
+      this.seen.set(id, r.vm);
+      if (r.parent && !listed.has(r.parent) && (await this.catalog.exists(r.parent, r.vm))) {
         throw new ListingError(`snapshot record ${r.parent} (the parent of ${r.id}) exists but the listing did not return it (a short listing)`);
       }
       if (!recordCommitted(fences, r.id, r.lease)) continue;
       await this.marker.markRecord(r);
       this.marked.set(r.id, r.lease);
     }
-    return [...listed];
-  }
-
-  private async cachedRecordIds(): Promise<string[]> {
-    const cache = await this.repo.cache();
-    return (await cache.recordNames()).map((n) => n.slice(n.lastIndexOf('/') + 1)); // snapshots/<id>, or snapshots/<vm tag>/<id>
+    return [...listed.keys()];
   }
 }
 
