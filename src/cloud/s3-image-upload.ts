@@ -11,7 +11,6 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   S3Client,
-  S3ClientConfig,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import type { DiskImage } from '../engine/disk-image.js';
@@ -24,25 +23,7 @@ export const MAX_PARTS = 10_000;
 /** Memory is about (concurrency + 1) x part size: 80 MiB with the defaults, whatever the disk size. */
 export const DEFAULT_PART_SIZE = 16 * MiB;
 
-/** An S3 client for the cloud paths: checksums only when an operation requires them (works with S3-compatible servers). */
-export function createS3Client(o: { endpoint?: string; region?: string; forcePathStyle?: boolean } & Partial<S3ClientConfig> = {}): S3Client {
-  const endpoint = o.endpoint ?? (process.env.AWS_ENDPOINT_URL_S3 || undefined);
-  return new S3Client({
-    ...o,
-    endpoint,
-    region: o.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || (endpoint ? 'us-east-1' : undefined)),
-    forcePathStyle: o.forcePathStyle ?? (endpoint ? true : undefined),
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    // a hung server is an error, not a hang (the same limits as the repository's S3 store)
-    requestHandler: o.requestHandler ?? {
-      connectionTimeout: 10_000,
-      socketTimeout: 60_000,
-      requestTimeout: 15 * 60_000,
-      throwOnRequestTimeout: true,
-    },
-  });
-}
+export { createS3Client } from '../store/s3-client.js';
 
 /** `s3://BUCKET/KEY` -> bucket and key. */
 export function parseS3Url(url: string): { bucket: string; key: string } {

@@ -1,6 +1,4 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -28,7 +26,8 @@ import {
   checkBlobName,
 } from './blob-store.js';
 import { RequestClass, RequestReporter, WireRequest } from './metered-store.js';
-import { errnoCode, errorStatus, isTransientError } from './retrying-store.js';
+import { errnoCode, errorStatus, isTransientError } from './retry.js';
+import { createS3Client } from './s3-client.js';
 
 // The SDK warns on every start under Node 20 that its releases after January 2027 will
 // need Node 22. That is for whoever bumps the pinned SDK version, not for users of the
@@ -197,25 +196,17 @@ export class S3Store implements BlobStore, RequestReporter {
       this.ownsClient = false;
     } else {
       const maxSockets = options.maxSockets ?? 64;
-      this.client = new S3Client({
+      // the store retries itself (RetryingStore), so the SDK does not (maxAttempts 1)
+      this.client = createS3Client({
         endpoint: options.endpoint,
         region: options.region,
         credentials: options.credentials,
         forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
-        requestChecksumCalculation: 'WHEN_REQUIRED',
-        responseChecksumValidation: 'WHEN_REQUIRED',
         maxAttempts: 1,
-        requestHandler: {
-          httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
-          httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
-          connectionTimeout: options.connectTimeoutMs ?? 10_000,
-          // An answer that stops flowing (a hung server) fails after this much silence...
-          socketTimeout: options.idleTimeoutMs ?? 60_000,
-          // ... and no request runs longer than this in total. Without throwOnRequestTimeout
-          // this SDK only logs a warning when requestTimeout passes and waits forever.
-          requestTimeout: options.requestTimeoutMs ?? 15 * 60_000,
-          throwOnRequestTimeout: true,
-        },
+        maxSockets: options.maxSockets ?? 64,
+        connectTimeoutMs: options.connectTimeoutMs,
+        idleTimeoutMs: options.idleTimeoutMs,
+        requestTimeoutMs: options.requestTimeoutMs,
       });
       this.ownsClient = true;
     }
