@@ -1,7 +1,6 @@
 import { Command, Option } from 'commander';
 import { restoreDisk } from '../engine/restore.js';
 import { diffSnapshots, repositoryStats } from '../engine/stats.js';
-import { verifyRepository } from '../engine/verify.js';
 import { UserError } from '../repo/errors.js';
 import { SnapshotCatalog } from '../snapshot/snapshot-record.js';
 import { FileSource } from '../source/file-source.js';
@@ -181,31 +180,6 @@ export function registerStats(program: Command): void {
               `${s.uniqueChunks} unique chunks; dedup ${s.dedupRatio.toFixed(2)}x, compression ${s.compressionRatio.toFixed(2)}x\n`,
           );
         }
-      } finally {
-        await repo.close();
-      }
-    });
-}
-
-export function registerVerify(program: Command): void {
-  program
-    .command('verify')
-    .description('check the repository structure; --read-data also reads and re-hashes every blob')
-    .option('--read-data', 'read every pack and verify every blob')
-    .action(async (opts: { readData?: boolean }, cmd: Command) => {
-      const repo = await openRepo(cmd);
-      try {
-        const r = await verifyRepository(repo, { readData: opts.readData });
-        if (globals(cmd).json) printJson(r);
-        else {
-          for (const p of r.problems) process.stdout.write(`problem: ${p}\n`);
-          process.stdout.write(
-            `${r.ok ? 'ok' : 'DAMAGED'}: ${r.snapshots} snapshot(s), ${r.packs} pack(s), ${r.chunksReferenced} chunk references checked` +
-              `${opts.readData ? `, ${r.packsRead} pack(s) read, ${r.blobsChecked} blob(s) verified` : ''}\n`,
-          );
-          if (r.damagedSnapshots.length) process.stdout.write(`damaged snapshots: ${r.damagedSnapshots.join(' ')}\n`);
-        }
-        if (!r.ok) process.exitCode = 3;
       } finally {
         await repo.close();
       }

@@ -51,11 +51,14 @@ export class LocalCache {
    */
   static async open(repoId: string, root = LocalCache.defaultRoot()): Promise<LocalCache> {
     const base = path.join(root, repoId);
-    await fsp.mkdir(base, { recursive: true });
+    // chunk ids and snapshot records' plaintext: only the owner may read them (0700, whatever the umask)
+    await fsp.mkdir(base, { recursive: true, mode: 0o700 });
+    await fsp.chmod(base, 0o700);
     for (let slot = 0; slot < MAX_SLOTS; slot++) {
       const dir = slotDir(base, slot);
       if (slot > 0 && !(await exists(dir))) await seedSlot(base, slot, dir);
-      else await fsp.mkdir(dir, { recursive: true });
+      else await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      await fsp.chmod(dir, 0o700);
       try {
         const cache = await LocalCache.openAt(dir, false);
         cache.slot = slot;
