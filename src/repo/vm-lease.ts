@@ -3,7 +3,7 @@
  * across processes and hosts sharing a repository. Built on the one atomic primitive
  * every store has, the conditional put (`ifNotExists`):
  *
- *   leases/vm/<vm segment>/<generation, 12 digits>   plaintext JSON LeaseInfo
+ *   service/vm-leases/<vm segment>/<generation, 12 digits>   plaintext JSON LeaseInfo
  *
  * The lease of a VM is its highest generation. It is free when that object says
  * `released`, or its `expires` lies more than CLOCK_SKEW_MS in the past (a holder that
@@ -22,7 +22,7 @@ import * as os from 'node:os';
 import type { BlobStore } from '../store/blob-store.js';
 import { encodeSegment } from './name-segment.js';
 
-export const VM_LEASE_PREFIX = 'leases/vm/';
+export const VM_LEASE_PREFIX = 'service/vm-leases/';
 /** How far apart host clocks may be (the hosts must run NTP). */
 export const CLOCK_SKEW_MS = 30_000;
 
