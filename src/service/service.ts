@@ -319,6 +319,8 @@ export class ProtectionService {
           try {
             return await runBackupJob(repo, source, {
               parent: 'auto',
+              // backups run side by side: their worker threads share the cores instead of each taking all
+              workers: Math.max(1, Math.floor(os.cpus().length / (this.config.service?.parallelism ?? 4))),
               signal,
               sourceKind: kind,
               verifyUnchangedPercent: job.verifyUnchanged,
