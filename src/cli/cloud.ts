@@ -11,6 +11,8 @@ import { DEFAULT_CONCURRENCY, DEFAULT_PUT_RATE, IMAGE_DEFAULTS } from '../cloud/
 import { getEbsMap, listEbsMaps } from '../cloud/ebs-map.js';
 import type { VerifyEbsReport } from '../cloud/ebs-verify.js';
 import { CloudError } from '../cloud/errors.js';
+import type { PushSnapshotOptions } from '../cloud/ebs-shadow.js';
+import type { RecoverFlowOptions } from '../cloud/recover-flow.js';
 import type { RestoreToS3Report } from '../cloud/restore-to-s3.js';
 import type { ProgressSink } from '../engine/backup.js';
 import { openDiskImage } from '../engine/snapshot-image.js';
@@ -60,14 +62,8 @@ function ticker(enabled: boolean): { tick: (line: string) => void; done: () => v
   };
 }
 
-interface EbsPushCliOptions extends AwsOptions {
+interface EbsPushCliOptions extends Omit<PushSnapshotOptions, 'signal' | 'onProgress' | 'waitIntervalMs'> {
   disk?: number;
-  rate?: number;
-  concurrency?: number;
-  full?: boolean;
-  timeoutMinutes?: number;
-  encrypted?: boolean;
-  kmsKeyArn?: string;
 }
 
 export function registerEbs(program: Command): Command {
@@ -203,28 +199,10 @@ export async function restoreToS3(repo: unknown, record: unknown, disk: number, 
   }
 }
 
-interface RecoverCliOptions extends AwsOptions {
-  vm: string;
-  via: 'ebs' | 'import';
-  name?: string;
-  architecture: string;
-  bootMode?: string;
-  rootDevice: string;
-  ena: boolean;
-  sriov: boolean;
-  volumeType: string;
-  instanceType?: string;
-  subnet?: string;
-  securityGroup?: string[];
-  keyName?: string;
-  tag?: string[];
-  staging?: string;
-  roleName?: string;
-  push?: boolean;
+/** The recover flow's options as commander gives them: waits in seconds. */
+interface RecoverCliOptions extends Omit<RecoverFlowOptions, 'ref' | 'waitIntervalMs' | 'waitTimeoutMs' | 'consoleTimeoutMs' | 'log' | 's3Endpoint'> {
   waitInterval: number;
   waitTimeout: number;
-  drill?: boolean;
-  keep?: boolean;
   consoleTimeout: number;
 }
 
