@@ -59,6 +59,27 @@ export async function openConfiguredSource(
     });
     kind = 'vsphere';
   }
+  if (source.vm !== vm) source = new NamedSource(source, vm);
   if (o.readLimitMiBps) source = new ThrottledSource(source, o.readLimitMiBps * 1048576);
   return { source, kind };
+}
+
+/** The source under the name the config gives it (the key under `sources:`), which is the VM's name in the repository. */
+class NamedSource implements DiskSource {
+  constructor(
+    private readonly inner: DiskSource,
+    readonly vm: string,
+  ) {}
+
+  get consistencyTime(): Date | undefined {
+    return this.inner.consistencyTime;
+  }
+
+  disks() {
+    return this.inner.disks();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
 }

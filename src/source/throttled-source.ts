@@ -20,6 +20,10 @@ export class ThrottledSource implements DiskSource {
     return this.inner.vm;
   }
 
+  get consistencyTime(): Date | undefined {
+    return this.inner.consistencyTime;
+  }
+
   /** Waits until `n` bytes may be read. */
   private take(n: number): Promise<void> {
     const next = this.chain.then(async () => {
