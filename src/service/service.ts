@@ -58,6 +58,8 @@ interface VmState {
   newest: number | null;
   newestId: string | null;
   lastError?: string;
+  /** A run of this VM finished in this process (until then a VM without any snapshot is not alerted as an RPO breach: a new VM is not a breach before its first run). */
+  ran?: boolean;
 }
 
 interface RepoHandle {
@@ -132,6 +134,7 @@ export class ProtectionService {
           newest: prev?.newest ?? null,
           newestId: prev?.newestId ?? null,
           lastError: prev?.lastError,
+          ran: prev?.ran,
         };
         this.states.set(key, st);
         metrics.rpoTargetSeconds.set({ vm, job: job.name }, st.rpoTargetMs / 1000);
@@ -287,7 +290,10 @@ export class ProtectionService {
       // could not even start (repository unreachable): a failure like any other
       metrics.runs.inc({ vm, result: 'failure' });
       this.log.error({ vm, job: job.name, ...errorFields(err) }, 'run failed before the backup started');
-      if (state) state.lastError = (err as Error).message;
+      if (state) {
+        state.lastError = (err as Error).message;
+        state.ran = true;
+      }
       this.alerter.runOutcome(vm, job.name, false, { error: (err as Error).message });
       return 'failure';
     } finally {
@@ -347,7 +353,10 @@ export class ProtectionService {
       metrics.bytesNew.inc({ vm }, b.bytesNew);
       metrics.bytesStored.inc({ vm }, b.bytesStored);
       this.noteNewest(state, { id: b.snapshot, time: new Date(Date.now()).toISOString() });
-      if (state) state.lastError = result.error;
+      if (state) {
+        state.lastError = result.error;
+        state.ran = true;
+      }
       (result.ok ? log.info.bind(log) : log.error.bind(log))(
         { snapshot: b.snapshot, seconds: Number(seconds.toFixed(2)), bytesScanned: b.bytesScanned, bytesNew: b.bytesNew, bytesStored: b.bytesStored, attempts, ...(result.failedStep ? { failedStep: result.failedStep, error: result.error } : {}) },
         result.ok ? 'backup done' : 'backup committed, a later step failed',
@@ -371,7 +380,10 @@ export class ProtectionService {
       metrics.runs.inc({ vm, result: 'failure' });
       metrics.duration.observe({ vm }, (performance.now() - t0) / 1000);
       log.error({ attempts, ...errorFields(err), error: message }, 'backup failed');
-      if (state) state.lastError = message;
+      if (state) {
+        state.lastError = message;
+        state.ran = true;
+      }
       await this.recordStatus(repo, job, vm, started, { result: 'failure', snapshot: null, attempts, error: message });
       this.alerter.runOutcome(vm, job.name, false, { error: message });
       return 'failure';
@@ -424,7 +436,7 @@ export class ProtectionService {
   private publishRpo(st: VmState): void {
     const age = st.newest === null ? Infinity : (Date.now() - st.newest) / 1000;
     metrics.rpoSeconds.set({ vm: st.vm, job: st.job }, age);
-    this.alerter.rpoState(st.vm, st.job, age, st.rpoTargetMs / 1000);
+    if (st.newest !== null || st.ran) this.alerter.rpoState(st.vm, st.job, age, st.rpoTargetMs / 1000);
   }
 
   /** Re-reads the newest snapshot of every VM (one listing per repository), EBS lag and store counters. */
