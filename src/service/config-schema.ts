@@ -6,6 +6,7 @@
 import { Cron } from 'croner';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
+import { KEEP_WITHIN_RE } from './retention-step.js';
 
 const name = z.string().min(1, 'must not be empty');
 
@@ -86,7 +87,13 @@ const retention = z.strictObject({
   keepWeekly: z.number().int().nonnegative().optional(),
   keepMonthly: z.number().int().nonnegative().optional(),
   keepYearly: z.number().int().nonnegative().optional(),
-  keepWithin: duration.optional(),
+  /** The forget syntax: 2d, 12h, 30min, 1y6m (m = months here, as in restic). */
+  keepWithin: z
+    .string()
+    .refine((t) => KEEP_WITHIN_RE.test(t.trim()) && /\d/.test(t), { error: 'must be a duration like 2d, 12h, 30min, 1y6m (m = months, min = minutes)' })
+    .optional(),
+  /** IANA zone the periods are counted in (default the local zone). */
+  tz: z.string().optional(),
 });
 
 const ebsShadow = z.union([

@@ -85,7 +85,7 @@ export async function runBackupJob(repo: Repository, source: DiskSource, options
   }
   if (options.retention) {
     const policy = options.retention;
-    result.retention = await step('retention', () => applyRetention(repo, backup.vm, policy, options.signal));
+    result.retention = await step('retention', () => applyRetention(repo, backup.vm, policy));
   }
   return result;
 }

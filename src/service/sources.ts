@@ -72,7 +72,8 @@ class NamedSource implements DiskSource {
   ) {}
 
   get consistencyTime(): Date | undefined {
-    return this.inner.consistencyTime;
+    // the source's consistency point, for a build whose sources have one (retention)
+    return (this.inner as { consistencyTime?: Date }).consistencyTime;
   }
 
   disks() {

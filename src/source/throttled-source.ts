@@ -21,7 +21,8 @@ export class ThrottledSource implements DiskSource {
   }
 
   get consistencyTime(): Date | undefined {
-    return this.inner.consistencyTime;
+    // the source's consistency point, for a build whose sources have one (retention)
+    return (this.inner as { consistencyTime?: Date }).consistencyTime;
   }
 
   /** Waits until `n` bytes may be read. */
