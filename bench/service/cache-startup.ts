@@ -11,10 +11,9 @@
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Sealer } from '../../src/repo/crypto.js';
 import { LocalCache } from '../../src/repo/local-cache.js';
 import { FsStore } from '../../src/store/fs-store.js';
-import { writeIndexFiles } from '../../test/support/index-files.js';
+import { testSealer, writeIndexFiles } from '../../test/support/index-files.js';
 
 function arg(name: string, d: number): number {
   const i = process.argv.indexOf(name);
@@ -32,7 +31,7 @@ const perFile = arg('--packs-per-file', 10);
 const entries = arg('--entries', 64);
 const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pl-bench-cache-'));
 const store = new FsStore(path.join(dir, 'repo'));
-const sealer = new Sealer(Buffer.alloc(32, 7));
+const sealer = await testSealer();
 const files = await writeIndexFiles(store, sealer, { packs, packsPerFile: perFile, entriesPerPack: entries });
 const root = path.join(dir, 'cache');
 const [a, tFirst] = await timed(async () => {

@@ -31,6 +31,7 @@ export function printJobResult(r: JobResult, json: boolean, extra: Record<string
     for (const d of b.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
     if (r.ebs) process.stdout.write(`  pushed to EBS: ${JSON.stringify(r.ebs)}\n`);
     if (r.retention) process.stdout.write(`  retention: kept ${r.retention.kept.length}, forgot ${r.retention.forgotten.length}\n`);
+    if (Array.isArray(extra.notes)) for (const n of extra.notes) process.stdout.write(`  note: ${String(n)}\n`);
   }
   if (r.failedStep) {
     process.stderr.write(`pilotlight: snapshot ${r.snapshot} was committed, but the ${r.failedStep} step failed: ${r.error}\n`);

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { registerEbs, registerRecover, restoreToS3 } from './cloud.js';
 import type { RestoreToS3 } from './commands.js';
 import { registerService } from './service.js';
+import { registerNbdBackup } from './nbd-backup.js';
 import { registerDoctor, registerVsphereBackup } from './vsphere.js';
 
 /**
@@ -10,6 +11,7 @@ import { registerDoctor, registerVsphereBackup } from './vsphere.js';
  */
 export function registerExtensions(program: Command, backup: Command): { restoreToS3: RestoreToS3 } {
   registerVsphereBackup(backup);
+  registerNbdBackup(backup);
   registerDoctor(program);
   registerEbs(program);
   registerRecover(program);

@@ -73,7 +73,9 @@ export function registerRepair(program: Command): void {
             r.damaged.length === 0
               ? `ok: ${r.snapshots} snapshot(s), none is missing blobs\n`
               : `${r.damaged.length} of ${r.snapshots} snapshot(s) miss blobs` +
-                  (opts.forget ? `; ${r.forgotten.length} forgotten\n` : `; rerun with --forget to remove them\n`),
+                  (opts.forget
+                    ? `; ${r.forgotten.length} forgotten (their packs stay; 'pilotlight repair index' drops index entries of packs that are gone)\n`
+                    : `; rerun with --forget to remove them\n`),
           );
         }
         if (r.damaged.length > r.forgotten.length) process.exitCode = 3;

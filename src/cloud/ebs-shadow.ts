@@ -54,7 +54,7 @@ export async function pushSnapshotToEbs(repo: Repository, record: SnapshotRecord
           timeoutMinutes: opts.timeoutMinutes,
           waitIntervalMs: opts.waitIntervalMs,
           signal: opts.signal,
-          openImage: async (s, i) => openDiskImage(repo, pool, typeof s === 'string' ? await catalog.load(s) : s.id === record.id ? record : await catalog.load(s.id), i),
+          openImage: async (s, i) => openDiskImage(repo, pool, typeof s === 'string' ? await catalog.load(s, record.vm) : s.id === record.id ? record : await catalog.load(s.id, s.vm), i),
           onProgress: opts.onProgress ? (p) => opts.onProgress!(diskIndex, p) : undefined,
         }),
       );

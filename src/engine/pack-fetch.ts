@@ -98,6 +98,8 @@ async function fetchGroup(
     offset: g.e.offset - first.offset,
     length: g.e.length,
     id: g.e.id,
+    type: g.e.type,
+    seal: g.e.seal,
     what: `chunk ${g.e.id.toString('hex')} in ${name}`,
   }));
   const plains = await pool.decode(bytes, items);

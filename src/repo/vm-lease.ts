@@ -3,7 +3,10 @@
  * across processes and hosts sharing a repository. Built on the one atomic primitive
  * every store has, the conditional put (`ifNotExists`):
  *
- *   service/vm-leases/<vm segment>/<generation, 12 digits>   plaintext JSON LeaseInfo
+ *   service/vm-leases/<vm tag>/<generation, 12 digits>   plaintext JSON LeaseInfo
+ *
+ * The VM is named by its tag (the keyed hash that names its snapshot prefix, so the
+ * bucket does not show VM names); the caller computes it (SnapshotCatalog.vmTag).
  *
  * The lease of a VM is its highest generation. It is free when that object says
  * `released`, or its `expires` lies more than CLOCK_SKEW_MS in the past (a holder that
@@ -20,13 +23,13 @@
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import type { BlobStore } from '../store/blob-store.js';
-import { encodeSegment } from './name-segment.js';
 
 export const VM_LEASE_PREFIX = 'service/vm-leases/';
 /** How far apart host clocks may be (the hosts must run NTP). */
 export const CLOCK_SKEW_MS = 30_000;
 
 export interface LeaseInfo {
+  /** The VM's tag (32 hex), never its name. */
   vm: string;
   generation: number;
   owner: string;
@@ -57,8 +60,9 @@ export class LeaseBusyError extends Error {
   }
 }
 
-function prefixOf(vm: string): string {
-  return `${VM_LEASE_PREFIX}${encodeSegment(vm)}/`;
+function prefixOf(tag: string): string {
+  if (!/^[0-9a-f]{32}$/.test(tag)) throw new Error(`a VM lease is named by a VM tag (32 hex digits), got ${JSON.stringify(tag)}`);
+  return `${VM_LEASE_PREFIX}${tag}/`;
 }
 
 async function generations(store: BlobStore, vm: string): Promise<number[]> {
@@ -115,7 +119,9 @@ export class VmLease {
   }
 
   /** Takes the lease of a VM or throws LeaseBusyError. */
-  static async acquire(store: BlobStore, vm: string, options: LeaseOptions = {}): Promise<VmLease> {
+  /** `vm` is the VM's tag; `label` (the VM's name) only goes into error messages. */
+  static async acquire(store: BlobStore, vm: string, options: LeaseOptions & { label?: string } = {}): Promise<VmLease> {
+    const label = options.label ?? vm;
     const ttlMs = options.ttlMs ?? 120_000;
     const gens = await generations(store, vm);
     const top = gens[gens.length - 1] ?? 0;
@@ -123,7 +129,7 @@ export class VmLease {
       const holder = await readLease(store, vm, top);
       const free = holder === null ? false : holder.released === true || Date.parse(holder.expires) + CLOCK_SKEW_MS < Date.now();
       // an unreadable top generation is being written (or damaged): not free until it expires by listing age
-      if (!free) throw new LeaseBusyError(holder, vm);
+      if (!free) throw new LeaseBusyError(holder, label);
     }
     const now = new Date();
     const info: LeaseInfo = {
@@ -139,14 +145,14 @@ export class VmLease {
     try {
       await store.put(leaseName(vm, info.generation), Buffer.from(JSON.stringify(info)), { ifNotExists: true, kind: 'metadata' });
     } catch (err) {
-      if ((err as { code?: string }).code === 'BLOB_EXISTS') throw new LeaseBusyError(await readLease(store, vm, info.generation), vm);
+      if ((err as { code?: string }).code === 'BLOB_EXISTS') throw new LeaseBusyError(await readLease(store, vm, info.generation), label);
       throw err;
     }
     const after = await generations(store, vm);
     const higher = after.filter((g) => g > info.generation);
     if (higher.length) {
       await store.delete(leaseName(vm, info.generation)).catch(() => {});
-      throw new LeaseBusyError(await readLease(store, vm, higher[higher.length - 1]!), vm);
+      throw new LeaseBusyError(await readLease(store, vm, higher[higher.length - 1]!), label);
     }
     for (const g of after) if (g < info.generation) await store.delete(leaseName(vm, g)).catch(() => {});
     const lease = new VmLease(store, info, ttlMs);
@@ -163,7 +169,7 @@ export class VmLease {
     const gens = await generations(this.store, this.info.vm);
     if (gens.some((g) => g > this.info.generation)) {
       this.stop();
-      this.ac.abort(new Error(`the lease of VM ${this.info.vm} was taken over (it expired while held)`));
+      this.ac.abort(new Error('the VM lease was taken over (it expired while held)'));
       return;
     }
     this.info = { ...this.info, expires: new Date(Date.now() + this.ttlMs).toISOString() };

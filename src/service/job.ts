@@ -74,12 +74,17 @@ export async function runBackupJob(repo: Repository, source: DiskSource, options
     }
   };
   // release the source (the vSphere snapshot) before anything slow that follows the commit
-  await step('release-source', () => source.close());
+  await step('release-source', async () => {
+    // a source that must learn of the commit first (NBD: rotate the QEMU dirty bitmaps)
+    const committed = (source as { committed?: () => Promise<void> }).committed;
+    if (typeof committed === 'function') await committed.call(source);
+    await source.close();
+  });
   if (options.ebsShadow) {
     const ebsOptions = options.ebsShadow;
     result.ebs = await step('ebs-shadow', async () => {
       const { pushSnapshotToEbs } = await import('../cloud/ebs-shadow.js'); // the AWS SDK loads only when used
-      const record = await new SnapshotCatalog(repo).load(backup.snapshot);
+      const record = await new SnapshotCatalog(repo).load(backup.snapshot, backup.vm);
       return pushSnapshotToEbs(repo, record, { signal: options.signal, ...ebsOptions });
     });
   }

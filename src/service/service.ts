@@ -271,7 +271,7 @@ export class ProtectionService {
       if (this.stopping) return 'aborted';
       const repo = await this.repository(job.repository);
       try {
-        lease = await VmLease.acquire(repo.store, vm, { ttlMs: this.opts.leaseTtlMs, operation: `pilotlight run, job ${job.name}` });
+        lease = await VmLease.acquire(repo.store, new SnapshotCatalog(repo).vmTag(vm), { label: vm, ttlMs: this.opts.leaseTtlMs, operation: `pilotlight run, job ${job.name}` });
       } catch (err) {
         if (!(err instanceof LeaseBusyError)) throw err;
         metrics.runs.inc({ vm, result: 'busy' });

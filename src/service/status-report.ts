@@ -5,9 +5,8 @@
  */
 import { listEbsMaps } from '../cloud/ebs-map.js';
 import type { Repository } from '../repo/repository.js';
-import { decodeSegment } from '../repo/name-segment.js';
 import { SnapshotCatalog, SnapshotRecord } from '../snapshot/snapshot-record.js';
-import { STATUS_PREFIX, VmStatus, readVmStatus } from './vm-status.js';
+import { STATUS_PREFIX, VmStatus, readStatusObject, readVmStatus } from './vm-status.js';
 
 export interface VmStatusLine {
   vm: string;
@@ -37,7 +36,10 @@ export async function vmStatuses(repo: Repository, repository: string, targets?:
   let list = targets;
   if (!list) {
     const names = new Set(newest.keys());
-    for await (const b of repo.store.list(STATUS_PREFIX)) names.add(decodeSegment(b.name.slice(STATUS_PREFIX.length)));
+    for await (const b of repo.store.list(STATUS_PREFIX)) {
+      const st = await readStatusObject(repo, b.name).catch(() => null);
+      if (st) names.add(st.vm);
+    }
     list = [...names].sort().map((vm) => ({ vm }));
   }
   const out: VmStatusLine[] = [];

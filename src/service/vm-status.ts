@@ -3,10 +3,13 @@
  * shows without the service running. One object per VM, sealed like snapshot records
  * (an error message may name paths or hosts):
  *
- *   service/status/<vm segment>   sealed JSON VmStatus, rewritten after every run
+ *   service/status/<vm tag>   sealed JSON VmStatus (AD "pilotlight v2 service status\0" + name),
+ *                             rewritten after every run
+ *
+ * The VM is named by its tag (as its snapshot prefix is), not its name.
  */
 import type { Repository } from '../repo/repository.js';
-import { encodeSegment } from '../repo/name-segment.js';
+import { SnapshotCatalog } from '../snapshot/snapshot-record.js';
 import { isNotFound } from '../store/blob-store.js';
 
 export const STATUS_PREFIX = 'service/status/';
@@ -32,13 +35,18 @@ export interface VmStatus {
   consecutiveFailures: number;
 }
 
-export function statusName(vm: string): string {
-  return `${STATUS_PREFIX}${encodeSegment(vm)}`;
+export function statusName(repo: Repository, vm: string): string {
+  return `${STATUS_PREFIX}${new SnapshotCatalog(repo).vmTag(vm)}`;
 }
 
-export async function readVmStatus(repo: Repository, vm: string): Promise<VmStatus | null> {
+function ad(name: string): Buffer {
+  return Buffer.from(`pilotlight v2 service status\0${name}`);
+}
+
+/** Reads a status object by its name (the AD binds the record to its name). */
+export async function readStatusObject(repo: Repository, name: string): Promise<VmStatus | null> {
   try {
-    const bytes = repo.sealer.open(await repo.store.get(statusName(vm)), `status of ${vm}`);
+    const bytes = repo.sealer.open(await repo.store.get(name), ad(name), name);
     return JSON.parse(bytes.toString('utf8')) as VmStatus;
   } catch (err) {
     if (isNotFound(err)) return null;
@@ -46,6 +54,12 @@ export async function readVmStatus(repo: Repository, vm: string): Promise<VmStat
   }
 }
 
+export async function readVmStatus(repo: Repository, vm: string): Promise<VmStatus | null> {
+  const s = await readStatusObject(repo, statusName(repo, vm));
+  return s && s.vm === vm ? s : null;
+}
+
 export async function writeVmStatus(repo: Repository, s: VmStatus): Promise<void> {
-  await repo.store.put(statusName(s.vm), repo.sealer.seal([Buffer.from(JSON.stringify(s))]), { kind: 'metadata' });
+  const name = statusName(repo, s.vm);
+  await repo.store.put(name, repo.sealer.seal([Buffer.from(JSON.stringify(s))], ad(name)), { kind: 'metadata' });
 }

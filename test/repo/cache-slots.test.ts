@@ -8,18 +8,18 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Sealer } from '../../src/repo/crypto.js';
 import { LocalCache } from '../../src/repo/local-cache.js';
 import { FsStore } from '../../src/store/fs-store.js';
-import { writeIndexFiles } from '../support/index-files.js';
+import { testSealer, writeIndexFiles } from '../support/index-files.js';
 
 describe('local cache slots', () => {
   let dir: string;
   let store: FsStore;
-  const sealer = new Sealer(null);
+  let sealer: Awaited<ReturnType<typeof testSealer>>;
   before(async () => {
     dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pl-slots-'));
     store = new FsStore(path.join(dir, 'repo'));
+    sealer = await testSealer();
     // 10,000 packs in 1,000 index files
     assert.equal(await writeIndexFiles(store, sealer, { packs: 10_000, packsPerFile: 10, entriesPerPack: 4 }), 1000);
   });
