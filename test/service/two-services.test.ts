@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { ok, scratch } from '../support/cli.js';
 import { makeImage } from '../support/images.js';
 import { dropBucket, freshBucket, rgw } from '../support/rgw.js';
-import { ServiceProcess, startService } from '../support/service.js';
+import { ServiceProcess, startService, waitFor } from '../support/service.js';
 
 const MiB = 1024 * 1024;
 const VMS = ['alpha', 'beta', 'gamma'];
@@ -47,7 +47,9 @@ describe('two services on one S3 repository', () => {
     const procs: ServiceProcess[] = [1, 2].map((n) =>
       startService(['--config', cfg, '--log-format', 'json', '--lease-ttl', '20'], { ...env, PILOTLIGHT_CACHE_DIR: path.join(s.dir, `cache-host${n}`) }),
     );
-    await new Promise((r) => setTimeout(r, 16_000));
+    // run until 3 rounds of backups are done between them (time depends on the machine's load)
+    const doneCount = () => procs.map((p) => p.stderr().split('\n').filter((l) => l.includes('"msg":"backup done"')).length);
+    await waitFor('3 backups of each VM', async () => doneCount().reduce((a, b) => a + b, 0) >= VMS.length * 3, 90_000, 500);
     for (const p of procs) p.child.kill('SIGTERM');
     const codes = await Promise.all(procs.map((p) => p.exited));
     for (const c of codes) assert.equal(c.code, 0);
