@@ -6,57 +6,29 @@
 import { Command, Option } from 'commander';
 // The AWS SDK takes about a second and ~90 MB to load: this file imports only types
 // and light modules at the top, and the cloud modules inside the commands that use them.
-import type { EBSClient } from '@aws-sdk/client-ebs';
-import type { EC2Client } from '@aws-sdk/client-ec2';
-import type { EbsPushResult, PushSnapshotRef } from '../cloud/ebs-push.js';
+import { AwsOptions, ebsClient } from '../cloud/aws-clients.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_PUT_RATE, IMAGE_DEFAULTS } from '../cloud/defaults.js';
 import { getEbsMap, listEbsMaps } from '../cloud/ebs-map.js';
 import type { VerifyEbsReport } from '../cloud/ebs-verify.js';
 import { CloudError } from '../cloud/errors.js';
-import type { RecoverDisk, RecoverEc2Report } from '../cloud/ec2-recover.js';
-import type { UploadImageResult } from '../cloud/s3-image-upload.js';
+import type { PushSnapshotOptions } from '../cloud/ebs-shadow.js';
+import type { RecoverFlowOptions } from '../cloud/recover-flow.js';
+import type { RestoreToS3Report } from '../cloud/restore-to-s3.js';
 import type { ProgressSink } from '../engine/backup.js';
 import { openDiskImage } from '../engine/snapshot-image.js';
 import { WorkerPool } from '../engine/worker-pool.js';
 import { UserError } from '../repo/errors.js';
 import type { Repository } from '../repo/repository.js';
 import { SnapshotCatalog, SnapshotRecord } from '../snapshot/snapshot-record.js';
-import { interruptSignal } from './commands.js';
+import { EXIT_DRILL_INCONCLUSIVE } from '../service/exit-codes.js';
 import { formatBytes, globals, openRepo, parseIntOption, printJson } from './context.js';
-
-/** AWS options shared by the cloud commands. */
-interface AwsOptions {
-  region?: string;
-  ebsEndpoint?: string;
-  ec2Endpoint?: string;
-}
+import { interruptSignal } from './interrupt.js';
 
 function addAwsOptions(cmd: Command): Command {
   return cmd
     .option('--region <region>', 'AWS region (default AWS_REGION / the profile)')
     .addOption(new Option('--ebs-endpoint <url>', 'EBS direct API endpoint (tests; env AWS_ENDPOINT_URL_EBS)').hideHelp())
     .addOption(new Option('--ec2-endpoint <url>', 'EC2 API endpoint (tests; env AWS_ENDPOINT_URL_EC2)').hideHelp());
-}
-
-function region(o: AwsOptions): string | undefined {
-  return o.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || undefined);
-}
-
-export async function ebsClient(o: AwsOptions): Promise<EBSClient> {
-  const { EBSClient } = await import('@aws-sdk/client-ebs');
-  // pilotlight retries PutSnapshotBlock itself (with backoff and a rate limit), so the SDK does not.
-  const endpoint = o.ebsEndpoint ?? (process.env.AWS_ENDPOINT_URL_EBS || undefined);
-  return new EBSClient({ region: region(o) ?? (endpoint ? 'us-east-1' : undefined), endpoint, maxAttempts: 1 });
-}
-
-export async function ec2Client(o: AwsOptions): Promise<EC2Client> {
-  const { EC2Client } = await import('@aws-sdk/client-ec2');
-  const endpoint = o.ec2Endpoint ?? (process.env.AWS_ENDPOINT_URL_EC2 || undefined);
-  return new EC2Client({ region: region(o) ?? (endpoint ? 'us-east-1' : undefined), endpoint });
-}
-
-function toRef(r: SnapshotRecord): PushSnapshotRef {
-  return { id: r.id, vm: r.vm, time: new Date(r.time).toISOString(), disks: r.disks.map((d) => ({ name: d.name, capacity: d.capacity })) };
 }
 
 /** Runs a command body; CloudErrors become a JSON error document (with --json) and a one-line message. */
@@ -90,63 +62,8 @@ function ticker(enabled: boolean): { tick: (line: string) => void; done: () => v
   };
 }
 
-export interface EbsPushCliOptions extends AwsOptions {
+interface EbsPushCliOptions extends Omit<PushSnapshotOptions, 'signal' | 'onProgress' | 'waitIntervalMs'> {
   disk?: number;
-  rate?: number;
-  concurrency?: number;
-  full?: boolean;
-  timeoutMinutes?: number;
-  encrypted?: boolean;
-  kmsKeyArn?: string;
-  json?: boolean;
-  waitIntervalMs?: number;
-  /** Stops the push (Ctrl-C): nothing is recorded, the EBS snapshot is left pending. */
-  signal?: AbortSignal;
-}
-
-/**
- * Pushes disks of one snapshot to EBS (all disks when `disks` is undefined) and records
- * the EBS snapshot ids in the repository. Used by `ebs push` and by `backup --ebs-shadow`.
- */
-export async function pushSnapshotToEbs(repo: Repository, record: SnapshotRecord, opts: EbsPushCliOptions = {}, disks?: number[]): Promise<EbsPushResult[]> {
-  const { ebsPush } = await import('../cloud/ebs-push.js');
-  const catalog = new SnapshotCatalog(repo);
-  const pool = new WorkerPool(repo);
-  const ebs = await ebsClient(opts);
-  const ec2 = await ec2Client(opts);
-  const progress = ticker(!opts.json && process.stderr.isTTY === true);
-  try {
-    const out: EbsPushResult[] = [];
-    for (const diskIndex of disks ?? record.disks.map((_, i) => i)) {
-      const r = await ebsPush({
-        ebs,
-        ec2,
-        store: repo.store,
-        snapshot: toRef(record),
-        diskIndex,
-        region: await ebs.config.region().catch(() => {
-          throw new UserError('no AWS region: set AWS_REGION (or a region in the AWS profile) or pass --region');
-        }),
-        ratePerSecond: opts.rate,
-        concurrency: opts.concurrency,
-        full: opts.full,
-        encrypted: opts.encrypted,
-        kmsKeyArn: opts.kmsKeyArn,
-        timeoutMinutes: opts.timeoutMinutes,
-        waitIntervalMs: opts.waitIntervalMs,
-        signal: opts.signal,
-        openImage: async (s, i) => openDiskImage(repo, pool, typeof s === 'string' ? await catalog.load(s) : s.id === record.id ? record : await catalog.load(s.id), i),
-        onProgress: (p) => progress.tick(`ebs push disk ${diskIndex}: ${p.blocksSent} blocks, ${formatBytes(p.bytesSent)}`),
-      });
-      out.push(r);
-    }
-    return out;
-  } finally {
-    progress.done();
-    ebs.destroy();
-    ec2.destroy();
-    await pool.close();
-  }
 }
 
 export function registerEbs(program: Command): Command {
@@ -171,7 +88,14 @@ export function registerEbs(program: Command): Command {
       const interrupt = interruptSignal();
       try {
         const record = await new SnapshotCatalog(repo).resolve(ref, opts.vm);
-        const results = await pushSnapshotToEbs(repo, record, { ...opts, json: g.json, signal: interrupt.signal }, opts.disk === undefined ? undefined : [opts.disk]);
+        const { pushSnapshotToEbs } = await import('../cloud/ebs-shadow.js');
+        const progress = ticker(!g.json && process.stderr.isTTY === true);
+        const results = await pushSnapshotToEbs(
+          repo,
+          record,
+          { ...opts, signal: interrupt.signal, onProgress: (i, p) => progress.tick(`ebs push disk ${i}: ${p.blocksSent} blocks, ${formatBytes(p.bytesSent)}`) },
+          opts.disk === undefined ? undefined : [opts.disk],
+        ).finally(() => progress.done());
         if (g.json) printJson({ snapshot: record.id, vm: record.vm, disks: results });
         else {
           for (const r of results) {
@@ -253,92 +177,32 @@ export function registerEbs(program: Command): Command {
   return ebs;
 }
 
-export interface RestoreToS3Options {
-  s3Endpoint?: string;
-  json?: boolean;
-  progress?: ProgressSink;
-  partSize?: number;
-  concurrency?: number;
-  storageClass?: string;
-}
-
-export interface RestoreToS3Report extends UploadImageResult {
-  snapshot: string;
-  vm: string;
-  disk: number;
-  to: string;
-}
-
 /**
- * `restore SNAP --to s3://BUCKET/KEY`: the raw image of one disk, streamed into one S3
- * object (multipart, holes as zeros). The core restore command calls it.
+ * `restore SNAP --to s3://BUCKET/KEY` (the core restore command calls it): the work is
+ * in src/cloud/restore-to-s3.ts; this prints.
  */
 export async function restoreToS3(repo: unknown, record: unknown, disk: number, url: string, opts: Record<string, unknown> = {}): Promise<RestoreToS3Report> {
-  const r = repo as Repository;
-  const rec = record as SnapshotRecord;
-  const o = opts as RestoreToS3Options;
-  const { createS3Client, parseS3Url, uploadImageToS3 } = await import('../cloud/s3-image-upload.js');
-  const { bucket, key } = parseS3Url(url);
-  const pool = new WorkerPool(r);
-  const s3 = createS3Client({ endpoint: o.s3Endpoint });
+  const o = opts as { s3Endpoint?: string; json?: boolean; progress?: ProgressSink; storageClass?: string };
+  const { restoreSnapshotToS3 } = await import('../cloud/restore-to-s3.js');
   try {
-    const image = openDiskImage(r, pool, rec, disk);
-    o.progress?.start(image.capacity);
-    let last = 0;
-    const res = await uploadImageToS3({
-      s3,
-      bucket,
-      key,
-      image,
-      partSize: o.partSize,
-      concurrency: o.concurrency,
-      metadata: { 'pilotlight-snapshot': rec.id, 'pilotlight-disk': String(disk) },
-      onProgress: (done) => {
-        o.progress?.advance(done - last);
-        last = done;
-      },
-    });
-    o.progress?.stop();
-    const report = { snapshot: rec.id, vm: rec.vm, disk, to: url, ...res };
+    const res = await restoreSnapshotToS3(repo as Repository, record as SnapshotRecord, disk, url, { s3Endpoint: o.s3Endpoint, progress: o.progress });
     if (!o.json) {
       process.stdout.write(
-        `restored ${rec.vm} disk ${disk} of ${rec.id} to ${url}: ${formatBytes(res.size)} in ${res.parts} parts ` +
+        `restored ${res.vm} disk ${disk} of ${res.snapshot} to ${url}: ${formatBytes(res.size)} in ${res.parts} parts ` +
           `(${formatBytes(res.zeroBytes)} of holes sent as zeros) in ${(res.durationMs / 1000).toFixed(1)} s\n`,
       );
     }
-    return report;
+    return res;
   } catch (err) {
-    o.progress?.stop();
     if (err instanceof CloudError) throw new UserError(err.message);
     throw err;
-  } finally {
-    s3.destroy();
-    await pool.close();
   }
 }
 
-interface RecoverCliOptions extends AwsOptions {
-  vm: string;
-  via: 'ebs' | 'import';
-  name?: string;
-  architecture: string;
-  bootMode?: string;
-  rootDevice: string;
-  ena: boolean;
-  sriov: boolean;
-  volumeType: string;
-  instanceType?: string;
-  subnet?: string;
-  securityGroup?: string[];
-  keyName?: string;
-  tag?: string[];
-  staging?: string;
-  roleName?: string;
-  push?: boolean;
+/** The recover flow's options as commander gives them: waits in seconds. */
+interface RecoverCliOptions extends Omit<RecoverFlowOptions, 'ref' | 'waitIntervalMs' | 'waitTimeoutMs' | 'consoleTimeoutMs' | 'log' | 's3Endpoint'> {
   waitInterval: number;
   waitTimeout: number;
-  drill?: boolean;
-  keep?: boolean;
   consoleTimeout: number;
 }
 
@@ -374,122 +238,29 @@ export function registerRecover(program: Command): Command {
   ).action(async (ref: string | undefined, opts: RecoverCliOptions, cmd: Command) =>
     run(cmd, async () => {
       const g = globals(cmd);
-      const { cleanupDrill, consoleOutput, importSnapshotFromS3, recoverEc2 } = await import('../cloud/ec2-recover.js');
-      const { parseS3Url } = await import('../cloud/s3-image-upload.js');
+      const { recoverToEc2 } = await import('../cloud/recover-flow.js');
       const repo = await openRepo(cmd);
-      const ec2 = await ec2Client(opts);
-      const log = (s: string) => {
-        if (!g.json) process.stderr.write(`${s}\n`);
-      };
       try {
-        if (opts.drill && (!opts.instanceType || !opts.subnet)) {
-          throw new UserError('--drill needs --instance-type and --subnet (an isolated subnet: no route to the internet or production)');
-        }
-        const catalog = new SnapshotCatalog(repo);
-        const wait = { intervalMs: opts.waitInterval * 1000, timeoutMs: opts.waitTimeout * 1000 };
-        let record: SnapshotRecord;
-        const disks: RecoverDisk[] = [];
-        const pushed: EbsPushResult[] = [];
-        const uploads: RestoreToS3Report[] = [];
-        const imports: { importTaskId: string; snapshotId: string }[] = [];
-        if (opts.via === 'ebs') {
-          if (ref) record = await catalog.resolve(ref, opts.vm);
-          else {
-            const all = await catalog.list(opts.vm);
-            if (all.length === 0) throw new UserError(`no snapshot of vm ${JSON.stringify(opts.vm)} in ${repo.location}`);
-            // Newest first; stop at the first snapshot whose every disk was pushed.
-            const found: SnapshotRecord[] = [];
-            for (const r of [...all].reverse()) {
-              const maps = await Promise.all(r.disks.map((_, i) => getEbsMap(repo.store, r.vm, i, r.id)));
-              if (maps.every(Boolean)) {
-                found.push(r);
-                break;
-              }
-            }
-            if (!found.length && !opts.push) {
-              throw new UserError(`no snapshot of ${opts.vm} was pushed to EBS yet: run 'pilotlight ebs push latest --vm ${opts.vm}', or pass --push, or --via import`);
-            }
-            record = found.length ? found[found.length - 1] : all[all.length - 1];
-          }
-          for (let i = 0; i < record.disks.length; i++) {
-            let m = await getEbsMap(repo.store, record.vm, i, record.id);
-            if (!m && opts.push) {
-              log(`pushing ${record.vm} disk ${i} of ${record.id} to EBS...`);
-              const [r] = await pushSnapshotToEbs(repo, record, { ...opts, json: g.json }, [i]);
-              pushed.push(r);
-              m = await getEbsMap(repo.store, record.vm, i, record.id);
-            }
-            if (!m) {
-              throw new UserError(
-                `snapshot ${record.id} disk ${i} was not pushed to EBS: run 'pilotlight ebs push ${record.id} --vm ${record.vm}' (or pass --push, or use --via import)`,
-              );
-            }
-            disks.push({ snapshotId: m.ebsSnapshotId, volumeSizeGiB: m.volumeSizeGiB });
-          }
-        } else {
-          record = await catalog.resolve(ref ?? 'latest', opts.vm);
-          if (!opts.staging) throw new UserError('--via import needs --staging s3://BUCKET/PREFIX for the raw images');
-          const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(opts.staging);
-          if (!m) throw new UserError(`--staging ${JSON.stringify(opts.staging)} is not s3://BUCKET/PREFIX`);
-          const prefix = m[2].replace(/\/+$/, '');
-          for (let i = 0; i < record.disks.length; i++) {
-            const url = `s3://${m[1]}/${prefix ? prefix + '/' : ''}${record.vm.replace(/[^A-Za-z0-9._-]/g, '_')}/${record.id}/disk${i}.raw`;
-            log(`uploading ${record.vm} disk ${i} to ${url}...`);
-            const up = await restoreToS3(repo, record, i, url, { s3Endpoint: g.s3Endpoint, json: true });
-            uploads.push(up);
-            const { bucket, key } = parseS3Url(url);
-            log(`importing ${url} (ImportSnapshot)...`);
-            const imp = await importSnapshotFromS3(ec2, { bucket, key, roleName: opts.roleName, description: `pilotlight ${record.vm} ${record.id} disk ${i}`, ...wait });
-            imports.push(imp);
-            disks.push({ snapshotId: imp.snapshotId });
-          }
-        }
-        const tags: Record<string, string> = { Name: `${record.vm} (pilotlight ${record.id})`, 'pilotlight:vm': record.vm, 'pilotlight:snapshot': record.id };
-        for (const t of opts.tag ?? []) {
-          const eq = t.indexOf('=');
-          if (eq <= 0) throw new UserError(`--tag ${JSON.stringify(t)} is not KEY=VALUE`);
-          tags[t.slice(0, eq)] = t.slice(eq + 1);
-        }
-        const name = opts.name ?? `pilotlight-${record.vm.replace(/[^A-Za-z0-9()[\]./\-'@_ ]/g, '_')}-${record.id}`.slice(0, 128);
-        const report: RecoverEc2Report = await recoverEc2({
-          ec2,
-          disks,
-          image: {
-            name,
-            description: `pilotlight recovery of ${record.vm} snapshot ${record.id}`,
-            architecture: opts.architecture,
-            rootDeviceName: opts.rootDevice,
-            bootMode: opts.bootMode,
-            enaSupport: opts.ena,
-            sriovNetSupport: opts.sriov ? 'simple' : null,
-            volumeType: opts.volumeType,
+        const out = await recoverToEc2(repo, {
+          ...opts,
+          ref,
+          s3Endpoint: g.s3Endpoint,
+          waitIntervalMs: opts.waitInterval * 1000,
+          waitTimeoutMs: opts.waitTimeout * 1000,
+          consoleTimeoutMs: opts.consoleTimeout * 1000,
+          log: (line) => {
+            if (!g.json) process.stderr.write(`${line}\n`);
           },
-          launch: opts.instanceType
-            ? { instanceType: opts.instanceType, subnetId: opts.subnet, securityGroupIds: opts.securityGroup, keyName: opts.keyName, tags }
-            : undefined,
-          ...wait,
-          onStage: (stage, d) => log(`${stage}: ${Object.values(d).join(' ')}`),
         });
-        let drill: { console: string; consoleBytes: number; booted: boolean; cleanedUp: boolean } | undefined;
-        if (opts.drill && report.instanceId) {
-          log(`waiting for the console output of ${report.instanceId}...`);
-          const text = await consoleOutput(ec2, report.instanceId, { intervalMs: wait.intervalMs, timeoutMs: opts.consoleTimeout * 1000 });
-          if (!opts.keep) {
-            await cleanupDrill(ec2, { instanceId: report.instanceId, imageId: report.imageId });
-            log(`drill over: terminated ${report.instanceId}, deregistered ${report.imageId} (the EBS snapshots stay)`);
-          }
-          drill = { console: text, consoleBytes: Buffer.byteLength(text), booted: text.length > 0, cleanedUp: !opts.keep };
-          if (!text) process.exitCode = 2;
-        }
-        const out = { vm: record.vm, snapshot: record.id, via: opts.via, ...report, pushed, uploads, imports, ...(drill ? { drill } : {}) };
+        const drill = out.drill;
+        if (drill && !drill.booted) process.exitCode = EXIT_DRILL_INCONCLUSIVE;
         if (g.json) printJson(out);
         else if (drill) {
-          process.stdout.write(drill.console || `no console output from ${report.instanceId} within ${opts.consoleTimeout} s: the drill is inconclusive\n`);
-          process.stdout.write(`${report.instanceId}\n`);
-        } else if (report.instanceId) process.stdout.write(`${report.instanceId}\n`);
-        else process.stdout.write(`${report.imageId}\n`);
+          process.stdout.write(drill.console || `no console output from ${out.instanceId} within ${opts.consoleTimeout} s: the drill is inconclusive\n`);
+          process.stdout.write(`${out.instanceId}\n`);
+        } else if (out.instanceId) process.stdout.write(`${out.instanceId}\n`);
+        else process.stdout.write(`${out.imageId}\n`);
       } finally {
-        ec2.destroy();
         await repo.close();
       }
     }),

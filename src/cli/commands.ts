@@ -1,5 +1,4 @@
 import { Command, Option } from 'commander';
-import { runBackup } from '../engine/backup.js';
 import { restoreDisk } from '../engine/restore.js';
 import { diffSnapshots, repositoryStats } from '../engine/stats.js';
 import { UserError } from '../repo/errors.js';
@@ -7,64 +6,9 @@ import { SnapshotCatalog } from '../snapshot/snapshot-record.js';
 import { FileSource } from '../source/file-source.js';
 import { formatBytes, globals, initRepo, openRepo, parseIntOption, printJson, storeRequests } from './context.js';
 import { terminalProgress } from './progress.js';
-import { BackupReport } from '../engine/backup.js';
-import { Repository } from '../repo/repository.js';
-
-/** Options that any `backup` subcommand takes for what follows a committed backup. */
-export function addAfterBackupOptions(cmd: Command): Command {
-  return cmd
-    .option('--ebs-shadow', 'after the backup, push the snapshot to EBS (keeps a standing EBS snapshot: the pilot light)')
-    .option('--region <region>', 'AWS region for --ebs-shadow (default AWS_REGION)');
-}
-
-/** Runs what the backup options asked for after the commit; returns extra report fields. */
-export async function afterBackup(
-  repo: Repository,
-  report: BackupReport,
-  opts: { ebsShadow?: boolean; region?: string },
-): Promise<Record<string, unknown>> {
-  if (!opts.ebsShadow) return {};
-  const record = await new SnapshotCatalog(repo).load(report.snapshot, report.vm);
-  const { pushSnapshotToEbs } = await import('./cloud.js'); // the AWS SDK loads only when used
-  const pushed = await pushSnapshotToEbs(repo, record, { region: opts.region, json: true });
-  return { ebs: pushed };
-}
-
-/** Prints a backup's report: one JSON document with --json, else a summary and a line per disk. */
-export function printBackupReport(repo: Repository, report: BackupReport, extra: Record<string, unknown>, json: boolean | undefined): void {
-  const requests = storeRequests(repo);
-  if (json) {
-    printJson({ ...report, ...extra, ...(requests ? { requests } : {}) });
-    return;
-  }
-  process.stdout.write(
-    `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
-      `scanned ${formatBytes(report.bytesScanned)}, new ${formatBytes(report.bytesNew)} stored as ${formatBytes(report.bytesStored)}, ` +
-      `${report.chunksNew} new / ${report.chunksReused} reused / ${report.chunksZero} zero chunks in ${(report.durationMs / 1000).toFixed(1)} s\n`,
-  );
-  for (const d of report.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
-  if (extra.ebs) process.stdout.write(`  pushed to EBS: ${JSON.stringify(extra.ebs)}\n`);
-  if (Array.isArray(extra.notes)) for (const n of extra.notes) process.stdout.write(`  note: ${n}\n`);
-}
-
-/** An AbortSignal that fires on the first Ctrl-C/SIGTERM; a second one exits at once. */
-export function interruptSignal(): { signal: AbortSignal; dispose: () => void } {
-  const ac = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (ac.signal.aborted) process.exit(130);
-    process.stderr.write(`\npilotlight: ${sig}: stopping; nothing will be committed (press again to quit at once)\n`);
-    ac.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  return {
-    signal: ac.signal,
-    dispose: () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
-  };
-}
+import { runBackupJob } from '../service/job.js';
+import { addAfterBackupOptions, afterBackupJobOptions, printJobResult } from './backup-output.js';
+import { interruptSignal } from './interrupt.js';
 
 export function registerInit(program: Command): void {
   program
@@ -108,9 +52,15 @@ export function registerBackupFile(backup: Command): void {
       const { signal, dispose } = interruptSignal();
       try {
         const g = globals(cmd);
-        const report = await runBackup(repo, source, { parent: opts.parent, progress: terminalProgress('backup'), signal, sourceKind: 'file' });
-        const extra = await afterBackup(repo, report, opts);
-        printBackupReport(repo, report, extra, g.json);
+        const result = await runBackupJob(repo, source, {
+          parent: opts.parent,
+          progress: terminalProgress('backup'),
+          signal,
+          sourceKind: 'file',
+          ...afterBackupJobOptions(opts),
+        });
+        const requests = storeRequests(repo);
+        printJobResult(result, g.json === true, requests ? { requests } : {});
       } finally {
         dispose();
         await source.close();

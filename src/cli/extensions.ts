@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerEbs, registerRecover, restoreToS3 } from './cloud.js';
 import type { RestoreToS3 } from './commands.js';
+import { registerService } from './service.js';
 import { registerNbdBackup } from './nbd-backup.js';
 import { registerDoctor, registerVsphereBackup } from './vsphere.js';
 
@@ -14,5 +15,6 @@ export function registerExtensions(program: Command, backup: Command): { restore
   registerDoctor(program);
   registerEbs(program);
   registerRecover(program);
+  registerService(program);
   return { restoreToS3 };
 }

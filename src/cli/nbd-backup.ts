@@ -3,10 +3,11 @@
  * list). Parses options and prints; the source lives in src/source/nbd/.
  */
 import { Command } from 'commander';
-import { runBackup } from '../engine/backup.js';
+import { runBackupJob } from '../service/job.js';
 import type { NbdSource } from '../source/nbd/nbd-source.js';
-import { addAfterBackupOptions, afterBackup, interruptSignal, printBackupReport } from './commands.js';
-import { globals, openRepo } from './context.js';
+import { addAfterBackupOptions, afterBackupJobOptions, printJobResult } from './backup-output.js';
+import { globals, openRepo, storeRequests } from './context.js';
+import { interruptSignal } from './interrupt.js';
 import { terminalProgress } from './progress.js';
 
 interface NbdBackupOptions {
@@ -47,11 +48,16 @@ export function registerNbdBackup(backup: Command): void {
         qmp: opts.qmp,
         log: g.json ? undefined : (m) => process.stderr.write(`pilotlight: ${m}\n`),
       });
-      const report = await runBackup(repo, source, { parent: opts.parent, progress: g.json ? undefined : terminalProgress('backup'), signal, sourceKind: 'nbd' });
-      await source.committed();
-      await source.close();
-      const extra = await afterBackup(repo, report, opts);
-      printBackupReport(repo, report, { ...extra, ...(source.notes.length ? { notes: source.notes } : {}) }, g.json);
+      // the job tells the source the snapshot committed (bitmap rotation), then releases it
+      const result = await runBackupJob(repo, source, {
+        parent: opts.parent,
+        progress: g.json ? undefined : terminalProgress('backup'),
+        signal,
+        sourceKind: 'nbd',
+        ...afterBackupJobOptions(opts),
+      });
+      const requests = storeRequests(repo);
+      printJobResult(result, g.json === true, { ...(requests ? { requests } : {}), ...(source.notes.length ? { notes: source.notes } : {}) });
     } finally {
       dispose();
       await source?.close().catch((e: Error) => {

@@ -7,11 +7,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { runBackup } from '../engine/backup.js';
+import { runBackupJob } from '../service/job.js';
 import { UserError } from '../repo/errors.js';
 import type { VsphereSource } from '../source/vsphere/vsphere-source.js';
-import { addAfterBackupOptions, afterBackup, interruptSignal } from './commands.js';
-import { formatBytes, globals, openRepo, printJson, storeRequests } from './context.js';
+import { addAfterBackupOptions, afterBackupJobOptions, printJobResult } from './backup-output.js';
+import { globals, openRepo, printJson, storeRequests } from './context.js';
+import { interruptSignal } from './interrupt.js';
 import { terminalProgress } from './progress.js';
 
 interface ConnOpts {
@@ -89,26 +90,16 @@ export function registerVsphereBackup(backup: Command): void {
           vddkLibDir: opts.vddkLibdir,
           log: g.json ? undefined : (m) => process.stderr.write(`pilotlight: ${m}\n`),
         });
-        const report = await runBackup(repo, source, {
+        const result = await runBackupJob(repo, source, {
           parent: opts.parent,
           progress: g.json ? undefined : terminalProgress('backup'),
           signal,
           sourceKind: 'vsphere',
           verifyUnchangedPercent: opts.verifyUnchanged,
+          ...afterBackupJobOptions(opts),
         });
-        // release the vSphere snapshot before anything slow that follows the commit
-        await source.close();
-        const extra = await afterBackup(repo, report, opts);
         const requests = storeRequests(repo);
-        if (g.json) printJson({ ...report, ...extra, ...(requests ? { requests } : {}), vsphere: { notes: source.notes, cbtEnabledNow: source.cbtWasEnabled } });
-        else {
-          process.stdout.write(
-            `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
-              `scanned ${formatBytes(report.bytesScanned)}, new ${formatBytes(report.bytesNew)} stored as ${formatBytes(report.bytesStored)} ` +
-              `in ${(report.durationMs / 1000).toFixed(1)} s\n`,
-          );
-          for (const d of report.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
-        }
+        printJobResult(result, g.json === true, { ...(requests ? { requests } : {}), vsphere: { notes: source.notes, cbtEnabledNow: source.cbtWasEnabled } }, false);
       } finally {
         dispose();
         // a cleanup failure is reported but does not hide why the backup failed

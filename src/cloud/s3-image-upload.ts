@@ -2,20 +2,14 @@
  * Streams a point-in-time raw disk image into one S3 object with a multipart upload,
  * for EC2 ImportSnapshot / ImportImage. No local copy: chunks are copied into part
  * buffers in disk order, holes are sent as zeros (S3 objects are not sparse), every
- * part carries Content-MD5, and at most `concurrency` parts (+1 being filled) are in
+ * part carries Content-MD5 (the one multipart uploader, src/store/multipart-upload.ts, which
+ * also checks the assembled object against the parts sent), and at most `concurrency` parts (+1 being filled) are in
  * memory at once. On any failure the upload is aborted so no parts are left billed.
  */
-import { createHash } from 'node:crypto';
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  S3Client,
-  S3ClientConfig,
-  UploadPartCommand,
-} from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import type { DiskImage } from '../engine/disk-image.js';
 import { explainAwsError } from './errors.js';
+import { MultipartUpload, SendFn } from '../store/multipart-upload.js';
 import { DEFAULT_RETRY, RetryPolicy, withRetry } from './retry.js';
 
 const MiB = 1024 * 1024;
@@ -24,25 +18,7 @@ export const MAX_PARTS = 10_000;
 /** Memory is about (concurrency + 1) x part size: 80 MiB with the defaults, whatever the disk size. */
 export const DEFAULT_PART_SIZE = 16 * MiB;
 
-/** An S3 client for the cloud paths: checksums only when an operation requires them (works with S3-compatible servers). */
-export function createS3Client(o: { endpoint?: string; region?: string; forcePathStyle?: boolean } & Partial<S3ClientConfig> = {}): S3Client {
-  const endpoint = o.endpoint ?? (process.env.AWS_ENDPOINT_URL_S3 || undefined);
-  return new S3Client({
-    ...o,
-    endpoint,
-    region: o.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || (endpoint ? 'us-east-1' : undefined)),
-    forcePathStyle: o.forcePathStyle ?? (endpoint ? true : undefined),
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    // a hung server is an error, not a hang (the same limits as the repository's S3 store)
-    requestHandler: o.requestHandler ?? {
-      connectionTimeout: 10_000,
-      socketTimeout: 60_000,
-      requestTimeout: 15 * 60_000,
-      throwOnRequestTimeout: true,
-    },
-  });
-}
+export { createS3Client } from '../store/s3-client.js';
 
 /** `s3://BUCKET/KEY` -> bucket and key. */
 export function parseS3Url(url: string): { bucket: string; key: string } {
@@ -100,45 +76,36 @@ export async function uploadImageToS3(o: UploadImageOptions): Promise<UploadImag
   const onRetry = () => void retries++;
   const where = `s3://${bucket}/${key}`;
 
-  let uploadId: string;
-  try {
-    const created = await withRetry(
-      () =>
-        s3.send(
-          new CreateMultipartUploadCommand({
-            Bucket: bucket,
-            Key: key,
-            ContentType: 'application/octet-stream',
-            StorageClass: o.storageClass as never,
-            Metadata: o.metadata,
-          }),
-          { abortSignal: o.signal },
-        ),
-      policy,
-      { signal: o.signal, onRetry },
-    );
-    uploadId = created.UploadId!;
-  } catch (err) {
-    throw explainAwsError(err, 's3:PutObject (CreateMultipartUpload)', where);
-  }
+  const actions: Record<string, string> = {
+    CreateMultipartUpload: 's3:PutObject (CreateMultipartUpload)',
+    UploadPart: 's3:PutObject (UploadPart)',
+    CompleteMultipartUpload: 's3:PutObject (CompleteMultipartUpload)',
+    HeadObject: 's3:GetObject (HeadObject)',
+    DeleteObject: 's3:DeleteObject',
+  };
+  // the cloud paths' retry budget and their explained AWS errors, through the one multipart uploader
+  const send: SendFn = async <T>(command: { input: unknown }, what: string): Promise<T> => {
+    try {
+      return (await withRetry(() => s3.send(command as never, { abortSignal: o.signal }), policy, { signal: o.signal, onRetry })) as T;
+    } catch (err) {
+      const op = what.split(' ')[0]!;
+      throw explainAwsError(err, actions[op] ?? `s3:${op}`, op === 'UploadPart' ? `${where} part ${what.split(' ')[1]!.split('/')[0]}` : where);
+    }
+  };
+  const upload = await MultipartUpload.start({
+    client: s3,
+    bucket,
+    key,
+    send,
+    create: { ContentType: 'application/octet-stream', StorageClass: o.storageClass, Metadata: o.metadata },
+  });
 
-  const etags: string[] = new Array(nParts);
   const inflight = new Set<Promise<void>>();
   let failure: unknown;
   let done = 0;
   let zeroBytes = 0;
   const sendPart = async (n: number, body: Buffer) => {
-    const md5 = createHash('md5').update(body).digest('base64');
-    try {
-      const out = await withRetry(
-        () => s3.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: body, ContentMD5: md5, ContentLength: body.length }), { abortSignal: o.signal }),
-        policy,
-        { signal: o.signal, onRetry },
-      );
-      etags[n - 1] = out.ETag!;
-    } catch (err) {
-      throw explainAwsError(err, 's3:PutObject (UploadPart)', `${where} part ${n}`);
-    }
+    await upload.uploadPart(n, body, nParts);
     done += body.length;
     o.onProgress?.(done, total);
   };
@@ -178,30 +145,11 @@ export async function uploadImageToS3(o: UploadImageOptions): Promise<UploadImag
     if (!failure && expected !== total) throw new Error(`the image ended at byte ${expected} of ${total}`);
     await Promise.all(inflight);
     if (failure) throw failure;
-    let etag: string | undefined;
-    try {
-      const out = await withRetry(
-        () =>
-          s3.send(
-            new CompleteMultipartUploadCommand({
-              Bucket: bucket,
-              Key: key,
-              UploadId: uploadId,
-              MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
-            }),
-            { abortSignal: o.signal },
-          ),
-        policy,
-        { signal: o.signal, onRetry },
-      );
-      etag = out.ETag;
-    } catch (err) {
-      throw explainAwsError(err, 's3:PutObject (CompleteMultipartUpload)', where);
-    }
+    const etag = await upload.complete();
     return { bucket, key, size: total, parts: nParts, partSize, etag, zeroBytes, retries, durationMs: Math.round(performance.now() - t0) };
   } catch (err) {
     await Promise.allSettled(inflight);
-    await s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId })).catch(() => undefined);
+    await upload.abort();
     throw err;
   }
 }

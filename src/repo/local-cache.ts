@@ -21,6 +21,9 @@ type Sub = import('abstract-level').AbstractSublevel<Level<Buffer, Buffer>, stri
  * cache in a temporary directory and removes it on close: slower, never wrong.
  */
 export class LocalCache {
+  /** Which persistent slot this process holds (-1: a private temporary cache). */
+  slot = -1;
+
   private constructor(
     private readonly db: Level<Buffer, Buffer>,
     private readonly ids: Sub,
@@ -37,18 +40,45 @@ export class LocalCache {
     return path.join(xdg, 'pilotlight');
   }
 
+  /**
+   * Opens the cache of a repository for this process. LevelDB admits one process per
+   * directory, so a host keeps persistent cache slots: `<root>/<repo id>/cache` (slot
+   * 0), `cache-1`, `cache-2`, ... A process takes the first slot no other process holds;
+   * a slot left by a process that ended is in step up to that process's last sync, so
+   * the next sync loads only the index files added since (no rebuild). A slot that does
+   * not exist yet (all slots busy) is seeded with a copy of a busy slot, so a second
+   * process on a host starts from the first one's cache instead of loading every index
+   * file (docs/DECISIONS.md "One local cache for many jobs"). Only when MAX_SLOTS are
+   * busy does a process fall back to a private temporary cache.
+   */
   static async open(repoId: string, root = LocalCache.defaultRoot()): Promise<LocalCache> {
-    const dir = path.join(root, repoId, 'cache');
+    const base = path.join(root, repoId);
     // chunk ids and snapshot records' plaintext: only the owner may read them (0700, whatever the umask)
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    for (const d of [path.join(root, repoId), dir]) await fsp.chmod(d, 0o700);
-    try {
-      return await LocalCache.openAt(dir, false);
-    } catch (err) {
-      if (!isLocked(err)) throw err;
-      const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), `pilotlight-index-${repoId.slice(0, 8)}-`));
-      return LocalCache.openAt(tmp, true);
+    await fsp.mkdir(base, { recursive: true, mode: 0o700 });
+    await fsp.chmod(base, 0o700);
+    for (let slot = 0; slot < MAX_SLOTS; slot++) {
+      const dir = slotDir(base, slot);
+      if (slot > 0 && !(await exists(dir))) await seedSlot(base, slot, dir);
+      else await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      await fsp.chmod(dir, 0o700);
+      try {
+        const cache = await LocalCache.openAt(dir, false);
+        cache.slot = slot;
+        return cache;
+      } catch (err) {
+        if (!isLocked(err)) {
+          if (slot === 0 || !isCorrupt(err)) throw err;
+          // a seed copied while its source was being written that LevelDB will not open: start this slot empty
+          await fsp.rm(dir, { recursive: true, force: true });
+          await fsp.mkdir(dir, { recursive: true });
+          const cache = await LocalCache.openAt(dir, false);
+          cache.slot = slot;
+          return cache;
+        }
+      }
     }
+    const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), `pilotlight-index-${repoId.slice(0, 8)}-`));
+    return LocalCache.openAt(tmp, true);
   }
 
   private static async openAt(dir: string, privateDir: boolean): Promise<LocalCache> {
@@ -207,6 +237,52 @@ export class LocalCache {
     await this.db.close();
     if (this.privateDir) await fsp.rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Cache slots per repository and host: processes using one repository at once on one host. */
+export const MAX_SLOTS = 8;
+
+function slotDir(base: string, slot: number): string {
+  return path.join(base, slot === 0 ? 'cache' : `cache-${slot}`);
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fsp.stat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Creates slot `dir` as a copy of the lowest busy slot (the files of a LevelDB that
+ * another process has open). A copy taken while that process writes can miss a file a
+ * compaction replaced: the copy is retried, and a copy LevelDB refuses to open is
+ * discarded by open(). What a copy holds is a prefix of the source's atomic batches
+ * (one batch = one index file's entries and its name), so the next sync loads exactly
+ * the index files it lacks.
+ */
+async function seedSlot(base: string, slot: number, dir: string): Promise<void> {
+  for (let from = 0; from < slot; from++) {
+    const src = slotDir(base, from);
+    if (!(await exists(path.join(src, 'CURRENT')))) continue;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const tmp = path.join(base, `.seed-${process.pid}-${Date.now()}-${attempt}`);
+      try {
+        await fsp.cp(src, tmp, { recursive: true, filter: (f) => path.basename(f) !== 'LOCK' });
+        await fsp.rename(tmp, dir);
+        return;
+      } catch (err) {
+        await fsp.rm(tmp, { recursive: true, force: true });
+        if ((err as { code?: string }).code === 'ENOTEMPTY' || (err as { code?: string }).code === 'EEXIST') return; // another process made it first
+      }
+    }
+  }
+  await fsp.mkdir(dir, { recursive: true });
+}
+
+function isCorrupt(err: unknown): boolean {
+  const e = err as { code?: string; cause?: { code?: string; message?: string }; message?: string };
+  return e?.code === 'LEVEL_CORRUPTION' || e?.cause?.code === 'LEVEL_CORRUPTION' || /corrupt|missing files|NotFound/i.test(`${e?.message ?? ''} ${e?.cause?.message ?? ''}`);
 }
 
 function isLocked(err: unknown): boolean {

@@ -6,24 +6,13 @@ import {
   StoreCapabilities,
 } from './blob-store.js';
 
+import { backoffDelay, isTransientError } from './retry.js';
+
+export { errnoCode, errorStatus, isTransientError } from './retry.js';
+
 /**
- * Retries the operations of any BlobStore on transient failures, with exponential
- * backoff and "equal jitter": delay = c/2 + random(0, c/2), c = min(maxDelay,
- * baseDelay * 2^(attempt-1)). Half of each delay is fixed so that the retries
- * of one operation always span at least half the exponential sum (with the defaults:
- * 3.1 s of outage are always ridden out), the random half spreads clients apart.
- *
- * Transient (retried): HTTP 5xx (including 503 SlowDown), 429, 408, the S3 error codes
- * RequestTimeout / SlowDown / InternalError / BadDigest (the body was damaged on the
- * way; the bytes in memory are fine, so sending them again is right) and
- * ConditionalRequestConflict (409, concurrent conditional writes on AWS), connection
- * resets, refused connections (a server restarting), timeouts and unreachable
- * networks. Never retried: every other 4xx (access denied, missing bucket or object,
- * failed precondition, bad request: sending the same request again cannot help),
- * BlobNotFoundError / BlobExistsError / BlobRangeError, invalid names, and DNS names
- * that do not resolve.
- *
- * An error may decide for itself with a boolean `retryable` property (S3Store sets it).
+ * Retries the operations of any BlobStore on transient failures, with the one retry
+ * policy of src/store/retry.ts (what is transient, equal-jitter backoff).
  *
  * put with ifNotExists is safe to retry: when an earlier attempt failed transiently
  * (its response may have been lost after the server stored the object) and a later
@@ -54,77 +43,6 @@ export interface RetryInfo {
   attempt: number;
   delayMs: number;
   error: unknown;
-}
-
-const TRANSIENT_ERRNO = new Set([
-  'ECONNRESET',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ESOCKETTIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'EHOSTDOWN',
-  'EAI_AGAIN',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CONNECT_TIMEOUT',
-]);
-
-const TRANSIENT_S3_CODES = new Set([
-  'SlowDown',
-  'Throttling',
-  'ThrottlingException',
-  'TooManyRequests',
-  'TooManyRequestsException',
-  'RequestTimeout',
-  'RequestTimeTooSkewed',
-  'InternalError',
-  'ServiceUnavailable',
-  'BadDigest',
-  'TimeoutError',
-  'RequestTimeoutException',
-  // AWS: concurrent conditional writes of one key; the retry then gets 412 or succeeds.
-  'ConditionalRequestConflict',
-  'OperationAborted',
-]);
-
-const NEVER_RETRY_CODES = new Set(['BLOB_NOT_FOUND', 'BLOB_EXISTS', 'BLOB_RANGE']);
-
-/** HTTP status carried by an error from the AWS SDK, from S3Store, or from a test double. */
-export function errorStatus(err: unknown): number | undefined {
-  const e = err as { status?: unknown; statusCode?: unknown; $metadata?: { httpStatusCode?: unknown } };
-  for (const v of [e?.status, e?.statusCode, e?.$metadata?.httpStatusCode]) {
-    if (typeof v === 'number') return v;
-  }
-  return undefined;
-}
-
-/** errno-style code of the error or any error in its `cause` chain. */
-export function errnoCode(err: unknown): string | undefined {
-  let e = err as { code?: unknown; errno?: unknown; cause?: unknown } | undefined;
-  for (let depth = 0; e && depth < 5; depth++) {
-    if (typeof e.code === 'string' && /^E[A-Z_]+$|^UND_ERR/.test(e.code)) return e.code;
-    e = e.cause as typeof e;
-  }
-  return undefined;
-}
-
-/** Whether sending the same request again may succeed. */
-export function isTransientError(err: unknown): boolean {
-  const e = err as { retryable?: unknown; code?: unknown; name?: unknown; Code?: unknown; message?: unknown };
-  if (typeof e?.retryable === 'boolean') return e.retryable;
-  if (typeof e?.code === 'string' && NEVER_RETRY_CODES.has(e.code)) return false;
-  const errno = errnoCode(err);
-  if (errno && TRANSIENT_ERRNO.has(errno)) return true;
-  const s3code = [e?.Code, e?.name, e?.code].find((v) => typeof v === 'string') as string | undefined;
-  if (s3code && TRANSIENT_S3_CODES.has(s3code)) return true;
-  const status = errorStatus(err);
-  if (status !== undefined) return status >= 500 || status === 429 || status === 408;
-  // Node's HTTP client reports a dropped connection without an errno in some paths.
-  if (typeof e?.message === 'string' && /socket hang up|other side closed|ECONNRESET/i.test(e.message)) return true;
-  return false;
 }
 
 export class RetryingStore implements BlobStore {
@@ -164,8 +82,7 @@ export class RetryingStore implements BlobStore {
         return await fn(attempt);
       } catch (err) {
         if (attempt >= this.maxAttempts || !isTransientError(err)) throw err;
-        const ceiling = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (attempt - 1));
-        const delayMs = Math.round(ceiling / 2 + (this.random() * ceiling) / 2);
+        const delayMs = backoffDelay({ baseDelayMs: this.baseDelayMs, maxDelayMs: this.maxDelayMs }, attempt, this.random);
         this.retries++;
         this.options.onRetry?.({ op, name, attempt, delayMs, error: err });
         await this.sleep(delayMs);
@@ -215,8 +132,7 @@ export class RetryingStore implements BlobStore {
         return;
       } catch (err) {
         if (attempt >= this.maxAttempts || !isTransientError(err)) throw err;
-        const ceiling = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (attempt - 1));
-        const delayMs = Math.round(ceiling / 2 + (this.random() * ceiling) / 2);
+        const delayMs = backoffDelay({ baseDelayMs: this.baseDelayMs, maxDelayMs: this.maxDelayMs }, attempt, this.random);
         this.retries++;
         this.options.onRetry?.({ op: 'list', name: prefix, attempt, delayMs, error: err });
         await this.sleep(delayMs);

@@ -1,10 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -14,7 +9,6 @@ import {
   PutObjectCommand,
   S3Client,
   StorageClass,
-  UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import {
   BlobExistsError,
@@ -28,7 +22,9 @@ import {
   checkBlobName,
 } from './blob-store.js';
 import { RequestClass, RequestReporter, WireRequest } from './metered-store.js';
-import { errnoCode, errorStatus, isTransientError } from './retrying-store.js';
+import { errnoCode, errorStatus, isTransientError } from './retry.js';
+import { MultipartUpload } from './multipart-upload.js';
+import { createS3Client } from './s3-client.js';
 import { checkPackStorageClass } from './storage-class.js';
 
 // The SDK warns on every start under Node 20 that its releases after January 2027 will
@@ -104,10 +100,6 @@ function md5(data: Uint8Array): Buffer {
 
 function toBuffer(data: Uint8Array): Buffer {
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-}
-
-function unquote(etag: string | undefined): string {
-  return (etag ?? '').replace(/^W\//, '').replace(/^"|"$/g, '');
 }
 
 function s3ErrorCode(err: unknown): string | undefined {
@@ -199,25 +191,17 @@ export class S3Store implements BlobStore, RequestReporter {
       this.ownsClient = false;
     } else {
       const maxSockets = options.maxSockets ?? 64;
-      this.client = new S3Client({
+      // the store retries itself (RetryingStore), so the SDK does not (maxAttempts 1)
+      this.client = createS3Client({
         endpoint: options.endpoint,
         region: options.region,
         credentials: options.credentials,
         forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
-        requestChecksumCalculation: 'WHEN_REQUIRED',
-        responseChecksumValidation: 'WHEN_REQUIRED',
         maxAttempts: 1,
-        requestHandler: {
-          httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
-          httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
-          connectionTimeout: options.connectTimeoutMs ?? 10_000,
-          // An answer that stops flowing (a hung server) fails after this much silence...
-          socketTimeout: options.idleTimeoutMs ?? 60_000,
-          // ... and no request runs longer than this in total. Without throwOnRequestTimeout
-          // this SDK only logs a warning when requestTimeout passes and waits forever.
-          requestTimeout: options.requestTimeoutMs ?? 15 * 60_000,
-          throwOnRequestTimeout: true,
-        },
+        maxSockets: options.maxSockets ?? 64,
+        connectTimeoutMs: options.connectTimeoutMs,
+        idleTimeoutMs: options.idleTimeoutMs,
+        requestTimeoutMs: options.requestTimeoutMs,
       });
       this.ownsClient = true;
     }
@@ -425,36 +409,22 @@ export class S3Store implements BlobStore, RequestReporter {
   private async putMultipart(key: string, body: Buffer, storageClass: StorageClass | undefined): Promise<void> {
     const partSize = this.partSizeFor(body.length);
     const count = Math.ceil(body.length / partSize);
-    const created = await this.send<{ UploadId?: string }>(
-      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, StorageClass: storageClass }),
-      `CreateMultipartUpload ${key}`,
-    );
-    const uploadId = created.UploadId;
-    if (!uploadId) throw new S3StoreError(`${this.endpointText} returned no UploadId for ${key}`, 'S3_ERROR', true);
-    const digests: Buffer[] = new Array(count);
-    const etags: string[] = new Array(count);
+    const upload = await MultipartUpload.start({
+      client: this.client,
+      bucket: this.bucket,
+      key,
+      send: (command, what) => this.send(command, what),
+      create: { StorageClass: storageClass },
+      mismatch: (message) => new S3StoreError(message, 'S3_INTEGRITY', true),
+    });
     try {
       let next = 0;
       let failed = false;
       const worker = async () => {
         while (!failed && next < count) {
           const i = next++;
-          const part = body.subarray(i * partSize, Math.min(body.length, (i + 1) * partSize));
-          digests[i] = md5(part);
           try {
-            const out = await this.send<{ ETag?: string }>(
-              new UploadPartCommand({
-                Bucket: this.bucket,
-                Key: key,
-                UploadId: uploadId,
-                PartNumber: i + 1,
-                Body: part,
-                ContentLength: part.length,
-                ContentMD5: digests[i].toString('base64'),
-              }),
-              `UploadPart ${i + 1}/${count} of ${key}`,
-            );
-            etags[i] = out.ETag ?? `"${digests[i].toString('hex')}"`;
+            await upload.uploadPart(i + 1, body.subarray(i * partSize, Math.min(body.length, (i + 1) * partSize)), count);
           } catch (err) {
             failed = true;
             throw err;
@@ -466,48 +436,9 @@ export class S3Store implements BlobStore, RequestReporter {
       const settled = await Promise.allSettled(Array.from({ length: Math.min(this.partConcurrency, count) }, worker));
       const firstFailure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (firstFailure) throw firstFailure.reason;
-      const done = await this.send<{ ETag?: string; ServerSideEncryption?: string }>(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.bucket,
-          Key: key,
-          UploadId: uploadId,
-          MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
-        }),
-        `CompleteMultipartUpload ${key}`,
-      );
-      // The multipart ETag is md5(concatenated part MD5s)-N: check that the server
-      // assembled exactly our parts. RGW answers Complete with an empty ETag: ask HeadObject.
-      // With SSE-KMS (or SSE-C) ETags are not MD5s: then only the size is checked (every
-      // part's Content-MD5 was verified by the server anyway).
-      const expected = `${md5(Buffer.concat(digests)).toString('hex')}-${count}`;
-      let etag = unquote(done.ETag);
-      let sse = done.ServerSideEncryption;
-      let size = body.length;
-      if (!etag) {
-        const h = await this.send<{ ETag?: string; ContentLength?: number; ServerSideEncryption?: string; SSECustomerAlgorithm?: string }>(
-          new HeadObjectCommand({ Bucket: this.bucket, Key: key }),
-          `HeadObject ${key}`,
-        );
-        etag = unquote(h.ETag);
-        sse = h.ServerSideEncryption ?? (h.SSECustomerAlgorithm ? 'SSE-C' : undefined);
-        size = h.ContentLength ?? size;
-      }
-      const etagIsMd5 = !sse || sse === 'AES256';
-      if ((etagIsMd5 && etag !== expected) || size !== body.length) {
-        // Not ours: never leave a wrong object under a content-addressed name.
-        await this.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), `DeleteObject ${key}`).catch(() => {});
-        throw new S3StoreError(
-          `multipart upload of ${key} ended with ETag ${etag || '(none)'} and ${size} bytes, expected ${expected} and ${body.length} bytes: the server assembled other parts than sent; the object was deleted, try again`,
-          'S3_INTEGRITY',
-          true,
-        );
-      }
+      await upload.complete();
     } catch (err) {
-      await this.client
-        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }))
-        .catch(() => {
-          // Left for a lifecycle rule (AbortIncompleteMultipartUpload); never listed as an object.
-        });
+      await upload.abort();
       throw err;
     }
   }
