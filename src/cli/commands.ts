@@ -78,14 +78,16 @@ export function registerBackupFile(backup: Command): void {
     .requiredOption('--vm <name>', 'the VM these disks belong to')
     .option('--changed-extents <file...>', 'change list per disk ("offset length" lines, bytes), as QueryChangedDiskAreas gives')
     .option('--full', 'read every byte (ignore holes and change lists)')
+    .option('--taken-at <time>', "when the images' content was frozen (ISO 8601; an LVM/ZFS snapshot taken earlier): the snapshot's time. Default: when reading starts")
     .option('--parent <snapshot>', "parent snapshot: 'auto' (latest of the vm), 'none', or an id", 'auto');
   addAfterBackupOptions(backup.commands[backup.commands.length - 1]!).action(
-    async (images: string[], opts: { vm: string; changedExtents?: string[]; full?: boolean; parent: string; ebsShadow?: boolean; region?: string }, cmd: Command) => {
+    async (images: string[], opts: { vm: string; changedExtents?: string[]; full?: boolean; parent: string; takenAt?: string; ebsShadow?: boolean; region?: string }, cmd: Command) => {
+      const takenAt = opts.takenAt !== undefined ? parseTakenAt(opts.takenAt) : undefined;
       if (opts.changedExtents && opts.changedExtents.length !== images.length) {
         throw new UserError(`${images.length} image(s) but ${opts.changedExtents.length} change list(s): give one per image`);
       }
       const repo = await openRepo(cmd);
-      const source = await FileSource.open(opts.vm, images, { changedExtents: opts.changedExtents, full: opts.full }).catch(async (e) => {
+      const source = await FileSource.open(opts.vm, images, { changedExtents: opts.changedExtents, full: opts.full, takenAt }).catch(async (e) => {
         await repo.close();
         throw e;
       });
@@ -114,6 +116,14 @@ export function registerBackupFile(backup: Command): void {
   );
 }
 
+/** --taken-at: an ISO 8601 time with a zone (Z or an offset), not in the future. */
+function parseTakenAt(text: string): Date {
+  const t = /(Z|[+-]\d{2}:?\d{2})$/i.test(text.trim()) ? Date.parse(text) : NaN;
+  if (!Number.isFinite(t)) throw new UserError(`--taken-at ${JSON.stringify(text)}: give an ISO 8601 time with its zone, e.g. 2026-11-30T14:00:00Z`);
+  if (t > Date.now() + 60_000) throw new UserError(`--taken-at ${text} is in the future`);
+  return new Date(t);
+}
+
 export function registerSnapshots(program: Command): void {
   program
     .command('snapshots')
@@ -129,6 +139,7 @@ export function registerSnapshots(program: Command): void {
               id: s.id,
               vm: s.vm,
               time: s.time,
+              committed: s.committed ?? null,
               parent: s.parent,
               host: s.host,
               source: s.source,

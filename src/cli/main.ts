@@ -12,6 +12,7 @@ import {
   registerVerify,
 } from './commands.js';
 import { registerExtensions } from './extensions.js';
+import { registerForget, registerProtect } from './retention.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -40,6 +41,8 @@ export async function buildProgram(): Promise<Command> {
   registerDiff(program);
   registerStats(program);
   registerVerify(program);
+  registerForget(program);
+  registerProtect(program);
   return program;
 }
 

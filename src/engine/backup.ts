@@ -70,9 +70,11 @@ export interface BackupReport extends SnapshotStats {
  */
 export async function runBackup(repo: Repository, source: DiskSource, options: BackupOptions = {}): Promise<BackupReport> {
   const started = Date.now();
+  // The record's time is the source's consistency point, taken before anything is read.
+  const consistency = source.consistencyTime ?? new Date(started);
   const catalog = new SnapshotCatalog(repo);
   const parent = await findParent(catalog, source.vm, options.parent ?? 'auto');
-  const lock = await RepoLock.acquire(repo, 'shared', 'backup');
+  const lock = await RepoLock.acquire(repo, 'shared', 'backup', { vm: source.vm, parent: parent?.id ?? null });
   const writer = new RepoWriter(repo, { maxUploads: repo.store.location.startsWith('s3://') ? 4 : 2 });
   const pool = new WorkerPool(repo, options.workers);
   const counters: Counters = { bytesScanned: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, chunksReused: 0, chunksZero: 0 };
@@ -134,12 +136,12 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     }
     throwIfAborted(options.signal);
     await writer.finish();
-    const time = new Date();
     const record: SnapshotRecord = {
       version: 1,
-      id: newSnapshotId(time),
+      id: newSnapshotId(consistency),
       vm: source.vm,
-      time: time.toISOString(),
+      time: consistency.toISOString(),
+      committed: new Date().toISOString(),
       parent: parent?.id ?? null,
       host: defaultHost(),
       source: options.sourceKind ?? 'file',

@@ -16,6 +16,9 @@ export interface LockInfo {
   pid: number;
   created: string;
   refreshed: string;
+  /** A backup's VM and the parent snapshot it builds on (forget never removes that parent while the lock lives). */
+  vm?: string;
+  parent?: string | null;
 }
 
 export const LOCK_REFRESH_MS = 5 * 60_000;
@@ -30,9 +33,9 @@ export class RepoLock {
     private info: LockInfo,
   ) {}
 
-  static async acquire(repo: Repository, kind: LockInfo['kind'], operation: string): Promise<RepoLock> {
+  static async acquire(repo: Repository, kind: LockInfo['kind'], operation: string, subject: { vm?: string; parent?: string | null } = {}): Promise<RepoLock> {
     const now = new Date().toISOString();
-    const info: LockInfo = { kind, operation, host: os.hostname(), pid: process.pid, created: now, refreshed: now };
+    const info: LockInfo = { kind, operation, host: os.hostname(), pid: process.pid, created: now, refreshed: now, ...subject };
     const name = `${LOCKS_PREFIX}${randomBytes(16).toString('hex')}`;
     const lock = new RepoLock(repo, name, info);
     await lock.write(true);

@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import { UserError } from '../repo/errors.js';
 import { SNAPSHOTS_PREFIX } from '../repo/format.js';
 import { Repository } from '../repo/repository.js';
+import { tombstonedIds } from './protection.js';
 
 /**
  * Snapshot records (`snapshots/<id>`): sealed JSON, written last with a
@@ -38,7 +39,14 @@ export interface SnapshotRecord {
   version: 1;
   id: string;
   vm: string;
+  /**
+   * The consistency point: when the source's content was frozen (the vSphere snapshot
+   * was taken, a file backup started reading, or --taken-at). Retention and "latest"
+   * go by this time.
+   */
   time: string;
+  /** When the record was committed (absent in records written before it was added). */
+  committed?: string;
   parent: string | null;
   host: string;
   source: string;
@@ -80,12 +88,13 @@ export class SnapshotCatalog {
     return r;
   }
 
-  /** Every snapshot, oldest first; with vm, only that vm's. */
+  /** Every snapshot, oldest first; with vm, only that vm's. Forgotten snapshots whose record is still retained (tombstones) are left out. */
   async list(vm?: string): Promise<SnapshotRecord[]> {
     const ids: string[] = [];
+    const forgotten = await tombstonedIds(this.repo);
     for await (const b of this.repo.store.list(SNAPSHOTS_PREFIX)) {
       const id = b.name.slice(SNAPSHOTS_PREFIX.length);
-      if (ID_RE.test(id)) ids.push(id);
+      if (ID_RE.test(id) && !forgotten.has(id)) ids.push(id);
     }
     ids.sort();
     const out: SnapshotRecord[] = [];

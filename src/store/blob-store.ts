@@ -85,6 +85,22 @@ export class BlobRangeError extends Error {
   }
 }
 
+/** A delete refused because the object is under Object Lock retention until `retainUntil`. */
+export class BlobLockedError extends Error {
+  readonly code = 'BLOB_LOCKED';
+  constructor(
+    readonly blobName: string,
+    location: string,
+    readonly retainUntil: Date | null,
+  ) {
+    super(`object ${blobName} in ${location} is under Object Lock retention${retainUntil ? ` until ${retainUntil.toISOString()}` : ''} and cannot be deleted before then`);
+  }
+}
+
+export function isLocked(err: unknown): err is { code: 'BLOB_LOCKED'; retainUntil: Date | null; message: string } {
+  return err instanceof BlobLockedError || (err as { code?: string })?.code === 'BLOB_LOCKED';
+}
+
 const NAME_RE = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
 /** Throws when a name breaks the naming rule above; backends call it on every entry point. */
