@@ -57,13 +57,27 @@ export function registerInit(program: Command): void {
     .option('--no-encryption', 'store blobs unencrypted (chunk ids stay keyed)')
     .addOption(new Option('--compression <codec>', 'default chunk compression').choices(['zstd', 'lz4', 'none']).default('zstd'))
     .option('--pack-size <MiB>', 'target pack size in MiB', parseIntOption('--pack-size'), 16)
-    .action(async (opts: { encryption: boolean; compression: 'zstd' | 'lz4' | 'none'; packSize: number }, cmd: Command) => {
+    .option('--immutable-days <n>', 'Object Lock: every object a snapshot needs is retained n days from its write (S3 bucket with Object Lock)', parseIntOption('--immutable-days'))
+    .addOption(new Option('--immutable-mode <mode>', 'Object Lock mode: compliance (nobody can delete early) or governance (a bypass permission can)').choices(['compliance', 'governance']).default('compliance'))
+    .action(async (opts: { encryption: boolean; compression: 'zstd' | 'lz4' | 'none'; packSize: number; immutableDays?: number; immutableMode: string }, cmd: Command) => {
       if (opts.packSize < 1 || opts.packSize > 1024) throw new UserError('--pack-size must be between 1 and 1024 MiB');
-      const repo = await initRepo(cmd, { encrypted: opts.encryption, compression: opts.compression, packSize: opts.packSize * 1048576 });
+      if (opts.immutableDays !== undefined && opts.immutableDays < 1) throw new UserError('--immutable-days must be at least 1');
+      const objectLock = opts.immutableDays !== undefined ? { mode: opts.immutableMode.toUpperCase() as 'COMPLIANCE' | 'GOVERNANCE', days: opts.immutableDays } : undefined;
+      const repo = await initRepo(cmd, { encrypted: opts.encryption, compression: opts.compression, packSize: opts.packSize * 1048576, objectLock });
       try {
-        const out = { repository: repo.location, id: repo.config.id, encryption: repo.config.encryption, compression: repo.config.compression, version: repo.config.version };
+        const out = {
+          repository: repo.location,
+          id: repo.config.id,
+          encryption: repo.config.encryption,
+          compression: repo.config.compression,
+          version: repo.config.version,
+          ...(repo.config.objectLock ? { objectLock: repo.config.objectLock } : {}),
+        };
         if (globals(cmd).json) printJson(out);
-        else process.stdout.write(`created repository ${repo.config.id} at ${repo.location} (${repo.config.encryption}, ${repo.config.compression})\n`);
+        else {
+          const lock = repo.config.objectLock ? `, Object Lock ${repo.config.objectLock.mode} ${repo.config.objectLock.days} days` : '';
+          process.stdout.write(`created repository ${repo.config.id} at ${repo.location} (${repo.config.encryption}, ${repo.config.compression}${lock})\n`);
+        }
       } finally {
         await repo.close();
       }

@@ -16,9 +16,16 @@ export interface RepoConfig {
   packSize: number;
   compression: CodecName;
   encryption: 'aes-256-gcm' | 'none';
+  /** Object Lock retention of the repository's objects (see object-lock.ts); absent: none. */
+  objectLock?: { mode: 'COMPLIANCE' | 'GOVERNANCE'; days: number };
 }
 
-export function newConfig(options: { encrypted: boolean; compression?: CodecName; packSize?: number }): RepoConfig {
+export function newConfig(options: {
+  encrypted: boolean;
+  compression?: CodecName;
+  packSize?: number;
+  objectLock?: { mode: 'COMPLIANCE' | 'GOVERNANCE'; days: number };
+}): RepoConfig {
   return {
     format: 'pilotlight',
     version: FORMAT_VERSION,
@@ -28,6 +35,7 @@ export function newConfig(options: { encrypted: boolean; compression?: CodecName
     packSize: options.packSize ?? DEFAULT_PACK_SIZE,
     compression: options.compression ?? 'zstd',
     encryption: options.encrypted ? 'aes-256-gcm' : 'none',
+    ...(options.objectLock ? { objectLock: options.objectLock } : {}),
   };
 }
 
@@ -46,5 +54,8 @@ export function parseConfig(bytes: Buffer, location: string): RepoConfig {
   }
   if (c.chunkSize !== DEFAULT_CHUNK_SIZE) throw new UserError(`${location}: unsupported chunk size ${c.chunkSize}`);
   if (!Number.isInteger(c.packSize) || c.packSize < 1024 * 1024) throw new UserError(`${location}: bad pack size ${c.packSize}`);
+  if (c.objectLock !== undefined && (!['COMPLIANCE', 'GOVERNANCE'].includes(c.objectLock?.mode) || !(c.objectLock.days > 0))) {
+    throw new UserError(`${location}: bad objectLock in config: ${JSON.stringify(c.objectLock)}`);
+  }
   return c;
 }

@@ -11,6 +11,7 @@ import { KeyedHasher, createKeyedHasher } from './hasher.js';
 import { IndexEntry } from './index-file.js';
 import { MasterKey, newMasterKey, openKeyFile, writeKeyFile } from './keyfile.js';
 import { LocalCache } from './local-cache.js';
+import { ObjectLockConfig, applyObjectLock, checkObjectLockStore } from './object-lock.js';
 
 export interface Credentials {
   password?: string | null;
@@ -38,6 +39,8 @@ export interface InitOptions extends Credentials {
   encrypted: boolean;
   compression?: 'zstd' | 'lz4' | 'none';
   packSize?: number;
+  /** Object Lock: put every object a snapshot needs with a retain-until date (S3 buckets with Object Lock only). */
+  objectLock?: ObjectLockConfig;
 }
 
 /**
@@ -68,7 +71,9 @@ export class Repository {
     if (options.encrypted && !password) {
       throw new UserError('an encrypted repository needs a password: set PILOTLIGHT_PASSWORD or pass --password-file (or use --no-encryption)');
     }
+    if (options.objectLock) await checkObjectLockStore(store, options.objectLock);
     const config = newConfig(options);
+    applyObjectLock(store, config.objectLock);
     const master = newMasterKey(options.encrypted);
     await store.put(`${KEYS_PREFIX}${randomBytes(16).toString('hex')}`, await writeKeyFile(master, password), { ifNotExists: true });
     // config last: a repository without config is not a repository, so a crash here leaves nothing half-made.
@@ -103,6 +108,7 @@ export class Repository {
     if ((config.encryption === 'none') !== (master.encryptionKey === null)) {
       throw new UserError(`${store.location}: config and key file disagree about encryption; the repository is damaged`);
     }
+    applyObjectLock(store, config.objectLock);
     return Repository.fromParts(store, config, master, cacheRoot);
   }
 

@@ -38,6 +38,35 @@ export interface BlobStore {
   delete(name: string): Promise<void>;
   /** Releases connections and handles. The store is unusable afterwards. */
   close(): Promise<void>;
+  /** Object Lock (WORM retention), where the backend has it (S3 with Object Lock); decorators pass it through. */
+  readonly objectLock?: ObjectLockControl;
+}
+
+export type ObjectLockMode = 'COMPLIANCE' | 'GOVERNANCE';
+
+export interface ObjectLockSettings {
+  mode: ObjectLockMode;
+  /** Every put of a name `appliesTo` accepts is retained until now + periodMs. */
+  periodMs: number;
+  appliesTo: (name: string) => boolean;
+}
+
+/**
+ * Object Lock retention of a store. Once `configure`d:
+ * - put of a name `appliesTo` accepts carries a retain-until date (now + periodMs);
+ * - delete removes every version of the name (a versioned bucket would otherwise only
+ *   hide it behind a delete marker) and fails with BlobLockedError while any version
+ *   is retained.
+ */
+export interface ObjectLockControl {
+  /** Whether the bucket has Object Lock enabled (it can only be enabled when the bucket is created). */
+  bucketLockEnabled(): Promise<boolean>;
+  configure(settings: ObjectLockSettings): void;
+  readonly settings: ObjectLockSettings | undefined;
+  /** The retain-until date of the current version; null when it has none; BlobNotFoundError when missing. */
+  retainUntil(name: string): Promise<Date | null>;
+  /** Extends the current version's retention to `until` (Object Lock never shortens one). */
+  extend(name: string, until: Date): Promise<void>;
 }
 
 export interface StoreCapabilities {

@@ -1,0 +1,215 @@
+/**
+ * Object Lock on a real Ceph RGW (16.2): init --immutable-days, retain-until dates on
+ * every object a snapshot needs, forget behind a tombstone, retention extension and
+ * deletion of what lapsed, and a stolen credential that cannot destroy anything.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import * as path from 'node:path';
+import { after, describe, it } from 'node:test';
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectVersionsCommand,
+  ListObjectsV2Command,
+} from '@aws-sdk/client-s3';
+import { forgetSnapshots, clearLapsedTombstones } from '../../src/engine/forget.js';
+import { runBackup } from '../../src/engine/backup.js';
+import { deleteLapsed, extendLiveRetention, isLockedName } from '../../src/repo/object-lock.js';
+import { Repository } from '../../src/repo/repository.js';
+import { SnapshotCatalog } from '../../src/snapshot/snapshot-record.js';
+import { FileSource } from '../../src/source/file-source.js';
+import { BlobStore, isLocked } from '../../src/store/blob-store.js';
+import { openStore } from '../../src/store/open-store.js';
+import { storeConformance } from '../store/conformance.js';
+import { ok, run, scratch } from '../support/cli.js';
+import { makeImage, mutate, sameBytes } from '../support/images.js';
+import { dropBucket, freshBucket, rgw } from '../support/rgw.js';
+
+const MiB = 1 << 20;
+const buckets: string[] = [];
+after(async () => {
+  await Promise.all(buckets.map((b) => dropBucket(b)));
+  (await rgw()).client.destroy();
+});
+
+async function lockBucket(label: string): Promise<string> {
+  const r = await rgw();
+  const name = `pl-${label}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+  await r.client.send(new CreateBucketCommand({ Bucket: name, ObjectLockEnabledForBucket: true }));
+  buckets.push(name);
+  return name;
+}
+
+async function keys(bucket: string, prefix = ''): Promise<string[]> {
+  const r = await rgw();
+  const out: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await r.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) out.push(o.Key!);
+    token = page.NextContinuationToken;
+  } while (token);
+  return out.sort();
+}
+
+async function open(bucket: string, prefix: string): Promise<BlobStore> {
+  const r = await rgw();
+  return openStore(`s3://${bucket}/${prefix}`, { s3Endpoint: r.endpoint, s3: { credentials: r.credentials } });
+}
+
+/** The store suite on a bucket with Object Lock: the versioned delete path (retention configured, applied to no name). */
+storeConformance('s3 on an Object Lock bucket (versioned delete)', {
+  async create() {
+    const store = await open(await lockBucket('olconf'), `p-${randomBytes(3).toString('hex')}`);
+    store.objectLock!.configure({ mode: 'GOVERNANCE', periodMs: 60_000, appliesTo: () => false });
+    return store;
+  },
+  async destroy(store) {
+    await store.close();
+  },
+});
+
+describe('Object Lock on RGW', () => {
+  it('init --immutable-days on a bucket without Object Lock: one line, nothing written', async () => {
+    const r = await rgw();
+    const s = await scratch('ol-plain');
+    try {
+      const b = await freshBucket('olplain');
+      buckets.push(b);
+      const res = await run(['init', '--repo', `s3://${b}/repo`, '--immutable-days', '7'], { ...s.env, ...r.env });
+      assert.notEqual(res.code, 0);
+      assert.equal(res.stderr.trim().split('\n').length, 1, res.stderr);
+      assert.match(res.stderr, /^pilotlight: the bucket of s3:\/\/.* has no Object Lock: it can only be enabled when a bucket is created/);
+      assert.deepEqual(await keys(b), []);
+      const fsRes = await run(['init', '--repo', path.join(s.dir, 'r'), '--immutable-days', '7'], s.env);
+      assert.match(fsRes.stderr, /^pilotlight: --immutable-days needs an s3:\/\/ repository on a bucket with Object Lock enabled/);
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  it('CLI: every object a snapshot needs is locked; forget of a locked record leaves a tombstone; a stolen credential destroys nothing', async () => {
+    const r = await rgw();
+    const s = await scratch('ol-cli');
+    try {
+      const b = await lockBucket('olcli');
+      const repo = `s3://${b}/repo`;
+      const env = { ...s.env, ...r.env };
+      const img = path.join(s.dir, 'disk.img');
+      await makeImage(img, 8 * MiB, [{ offset: 0, length: 6 * MiB, kind: 'random' }]);
+      const init = await ok(['init', '--repo', repo, '--immutable-days', '1', '--json'], env);
+      assert.deepEqual(init.json.objectLock, { mode: 'COMPLIANCE', days: 1 });
+      const t0 = Date.now();
+      const first = (await ok(['backup', 'file', img, '--repo', repo, '--vm', 'v', '--json'], env)).json.snapshot;
+      await mutate(img, [{ offset: 0, length: MiB }], 3);
+      const second = (await ok(['backup', 'file', img, '--repo', repo, '--vm', 'v', '--json'], env)).json.snapshot;
+
+      const all = await keys(b, 'repo/');
+      const locked = all.filter((k) => isLockedName(k.slice('repo/'.length)));
+      assert.ok(locked.some((k) => k.startsWith('repo/data/')) && locked.some((k) => k.startsWith('repo/index/')) && locked.some((k) => k.startsWith('repo/snapshots/')));
+      assert.ok(locked.includes('repo/config') && locked.some((k) => k.startsWith('repo/keys/')));
+      for (const k of locked) {
+        const h = await r.client.send(new HeadObjectCommand({ Bucket: b, Key: k }));
+        assert.equal(h.ObjectLockMode, 'COMPLIANCE', k);
+        const until = new Date(h.ObjectLockRetainUntilDate!).getTime();
+        assert.ok(until > t0 + 86_400_000 - 120_000 && until < Date.now() + 86_400_000 + 60_000, `${k}: ${h.ObjectLockRetainUntilDate}`);
+      }
+
+      // forget the first snapshot: its record is retained for a day, so it is tombstoned
+      const f = await ok(['forget', first, '--repo', repo, '--json'], env);
+      assert.deepEqual(f.json.removed, []);
+      assert.equal(f.json.tombstoned.length, 1);
+      assert.equal(f.json.tombstoned[0].id, first);
+      assert.ok(Date.parse(f.json.tombstoned[0].retainUntil) > Date.now() + 86_000_000);
+      const text = await ok(['forget', '--repo', repo, '--keep-last', '5', '--dry-run'], env);
+      assert.doesNotMatch(text.stdout, new RegExp(first), 'a tombstoned snapshot stays forgotten');
+      const list = (await ok(['snapshots', '--repo', repo, '--json'], env)).json.map((x: { id: string }) => x.id);
+      assert.deepEqual(list, [second]);
+      assert.ok((await keys(b, 'repo/snapshots/')).some((k) => k.endsWith(first)), 'the record itself is still there');
+
+      // A stolen credential: try to destroy every version of every object.
+      const before = new Map<string, string>();
+      const versions = await r.client.send(new ListObjectVersionsCommand({ Bucket: b, Prefix: 'repo/' }));
+      for (const v of versions.Versions ?? []) {
+        if (!isLockedName(v.Key!.slice('repo/'.length))) continue;
+        const body = await (await r.client.send(new GetObjectCommand({ Bucket: b, Key: v.Key!, VersionId: v.VersionId }))).Body!.transformToByteArray();
+        before.set(`${v.Key}@${v.VersionId}`, createHash('sha256').update(body).digest('hex'));
+        await assert.rejects(
+          r.client.send(new DeleteObjectCommand({ Bucket: b, Key: v.Key!, VersionId: v.VersionId })),
+          (e: { $metadata?: { httpStatusCode?: number }; name?: string }) => e.$metadata?.httpStatusCode === 403 || e.name === 'AccessDenied',
+          `DeleteObject of locked version ${v.Key} was allowed`,
+        );
+        await r.client.send(new DeleteObjectCommand({ Bucket: b, Key: v.Key! })); // only a delete marker
+      }
+      assert.ok(before.size >= locked.length);
+      for (const [kv, sha] of before) {
+        const [Key, VersionId] = kv.split('@');
+        const body = await (await r.client.send(new GetObjectCommand({ Bucket: b, Key, VersionId }))).Body!.transformToByteArray();
+        assert.equal(createHash('sha256').update(body).digest('hex'), sha, `${kv} changed`);
+      }
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  it('library: prune-side hooks extend what is live and delete only what lapsed; a lapsed tombstoned record goes', async () => {
+    const s = await scratch('ol-lib');
+    const b = await lockBucket('ollib');
+    const period = 8_000;
+    const store = await open(b, 'repo');
+    const img = path.join(s.dir, 'disk.img');
+    await makeImage(img, 4 * MiB, [{ offset: 0, length: 3 * MiB, kind: 'random' }]);
+    const repo = await Repository.init(store, { encrypted: false, objectLock: { mode: 'COMPLIANCE', days: period / 86_400_000 } }, );
+    try {
+      const backup = async () => {
+        const src = await FileSource.open('v', [img]);
+        try {
+          return (await runBackup(repo, src, { workers: 1 })).snapshot;
+        } finally {
+          await src.close();
+        }
+      };
+      const a = await backup();
+      const written = Date.now();
+      await mutate(img, [{ offset: 0, length: 64 * 1024 }], 5);
+      const bSnap = await backup();
+      const f = await forgetSnapshots(repo, { snapshots: [a] });
+      assert.deepEqual(f.tombstoned.map((t) => t.id), [a]);
+      assert.deepEqual((await new SnapshotCatalog(repo).list()).map((x) => x.id), [bSnap]);
+      await assert.rejects(store.delete(`snapshots/${a}`), (e) => isLocked(e));
+
+      // Everything but a's record is live (b reuses a's chunks). Halfway through the period, extend.
+      const live: string[] = [];
+      for await (const o of store.list('')) if (isLockedName(o.name) && o.name !== `snapshots/${a}`) live.push(o.name);
+      await new Promise((r) => setTimeout(r, Math.max(0, written + period * 0.6 - Date.now())));
+      const ext = await extendLiveRetention(repo, live);
+      assert.ok(ext.extended >= live.length, `extended ${ext.extended} of ${live.length}`);
+      assert.deepEqual(ext.missing, []);
+
+      // After a's record lapsed: deleting it works, deleting a live (extended) pack is deferred.
+      await new Promise((r) => setTimeout(r, Math.max(0, written + period + 1500 - Date.now())));
+      const pack = live.find((n) => n.startsWith('data/'))!;
+      assert.ok(Date.now() < Date.parse(ext.retainUntil!), 'the test ran too slowly to check a deferral');
+      const del = await deleteLapsed(repo, [pack]);
+      assert.deepEqual(del.deleted, []);
+      assert.equal(del.deferred[0]!.name, pack);
+      assert.ok(Date.parse(del.deferred[0]!.retainUntil!) > Date.now());
+      assert.deepEqual(await clearLapsedTombstones(repo), [a]);
+      assert.equal(await store.head(`snapshots/${a}`), null);
+      assert.equal(await store.head(`forgotten/${a}`), null);
+      const versions = await (await rgw()).client.send(new ListObjectVersionsCommand({ Bucket: b, Prefix: `repo/snapshots/${a}` }));
+      assert.equal((versions.Versions ?? []).length + (versions.DeleteMarkers ?? []).length, 0, 'every version is gone, not hidden');
+
+      const out = path.join(s.dir, 'out.img');
+      const { restoreDisk } = await import('../../src/engine/restore.js');
+      await restoreDisk(repo, await new SnapshotCatalog(repo).load(bSnap), 0, out, {});
+      assert.ok(await sameBytes(out, img));
+    } finally {
+      await repo.close();
+      await s.cleanup();
+    }
+  });
+});
