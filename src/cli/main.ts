@@ -13,6 +13,7 @@ import {
 } from './commands.js';
 import { registerExtensions } from './extensions.js';
 import { registerForget, registerProtect } from './retention.js';
+import { registerGc } from './gc.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -43,6 +44,7 @@ export async function buildProgram(): Promise<Command> {
   registerVerify(program);
   registerForget(program);
   registerProtect(program);
+  registerGc(program);
   return program;
 }
 

@@ -1,10 +1,11 @@
 import { Command } from 'commander';
 import { ForgetReport, forgetSnapshots } from '../engine/forget.js';
+import { PruneReport, prune } from '../engine/prune.js';
 import { UserError } from '../repo/errors.js';
 import { defaultHost, SnapshotCatalog } from '../snapshot/snapshot-record.js';
 import { protectSnapshot, unprotectSnapshot } from '../snapshot/protection.js';
 import { RetentionPolicy, parseDuration } from '../snapshot/retention.js';
-import { globals, openRepo, parseIntOption, printJson, storeRequests } from './context.js';
+import { formatBytes, globals, openRepo, parseIntOption, printJson, storeRequests } from './context.js';
 
 interface ForgetCliOptions {
   vm?: string;
@@ -39,6 +40,12 @@ function printForget(r: ForgetReport): void {
     process.stdout.write(`forgot ${gone} snapshot(s)${r.tombstoned.length ? `, ${r.tombstoned.length} of them behind a tombstone until their Object Lock date` : ''}`);
     process.stdout.write(r.prune === undefined && gone > 0 ? `; run 'pilotlight prune' to free their data\n` : '\n');
   }
+  if (r.prune) {
+    const p = r.prune as PruneReport;
+    process.stdout.write(
+      `pruned (GC epoch ${p.epoch}): deleted ${p.deleted.packs} pack(s), ${formatBytes(p.deleted.bytes)}; repacked ${p.repacked.packs} pack(s), ${formatBytes(p.repacked.bytes)}\n`,
+    );
+  }
   if (r.tombstonesCleared.length) process.stdout.write(`deleted the retained records of ${r.tombstonesCleared.length} earlier forgotten snapshot(s)\n`);
 }
 
@@ -72,9 +79,6 @@ export function registerForget(program: Command): void {
       };
       if (opts.prune && opts.dryRun) throw new UserError('--prune and --dry-run conflict: a dry run deletes nothing, so there is nothing to prune');
       if (opts.allowEmpty && ids.length > 0) throw new UserError('--allow-empty goes with a policy, not with snapshot ids');
-      if (opts.prune) {
-        throw new UserError('--prune: this build has no prune yet; forget now and run prune once it is available');
-      }
       const repo = await openRepo(cmd);
       try {
         const report = await forgetSnapshots(repo, {
@@ -84,6 +88,7 @@ export function registerForget(program: Command): void {
           tz: opts.tz,
           dryRun: opts.dryRun,
           allowEmpty: opts.allowEmpty,
+          ...(opts.prune ? { prune: (r) => prune(r, { log: (l) => process.env.PILOTLIGHT_DEBUG && process.stderr.write(`prune: ${l}\n`) }) } : {}),
         });
         const requests = storeRequests(repo);
         if (globals(cmd).json) printJson({ ...report, ...(requests ? { requests } : {}) });

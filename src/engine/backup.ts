@@ -1,7 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { UserError } from '../repo/errors.js';
 import { BlobType, ID_BYTES, isZeroId } from '../repo/format.js';
-import { RepoLock } from '../repo/lock.js';
 import { RepoWriter } from '../repo/repo-writer.js';
 import { Repository } from '../repo/repository.js';
 import { ManifestBuilder, ManifestReader, chunkCount } from '../snapshot/manifest.js';
@@ -15,6 +14,7 @@ import {
 } from '../snapshot/snapshot-record.js';
 import { DiskSource, Extent, ExtentPlan, SourceDisk } from '../source/disk-source.js';
 import { alignExtents, totalLength } from '../source/extents.js';
+import { BackupGuard } from './backup-guard.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** Chunks per batch handed to a worker (1 MiB of 64 KiB chunks). */
@@ -73,9 +73,18 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
   // The record's time is the source's consistency point, taken before anything is read.
   const consistency = source.consistencyTime ?? new Date(started);
   const catalog = new SnapshotCatalog(repo);
-  const parent = await findParent(catalog, source.vm, options.parent ?? 'auto');
-  const lock = await RepoLock.acquire(repo, 'shared', 'backup', { vm: source.vm, parent: parent?.id ?? null });
-  const writer = new RepoWriter(repo, { maxUploads: repo.store.location.startsWith('s3://') ? 4 : 2 });
+  // the lease comes first: before the run reads the index or any snapshot (docs/FORMAT.md, "Leases")
+  const guard = await BackupGuard.start(repo, source.vm);
+  let parent: SnapshotRecord | null;
+  let writer: RepoWriter;
+  try {
+    parent = await findParent(catalog, source.vm, options.parent ?? 'auto');
+    writer = new RepoWriter(repo, { maxUploads: repo.store.location.startsWith('s3://') ? 4 : 2, reuse: guard });
+    await guard.begin(parent?.id ?? null, writer);
+  } catch (err) {
+    await guard.close();
+    throw err;
+  }
   const pool = new WorkerPool(repo, options.workers);
   const counters: Counters = { bytesScanned: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, chunksReused: 0, chunksZero: 0 };
   let pagesWritten = 0;
@@ -136,6 +145,7 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     }
     throwIfAborted(options.signal);
     await writer.finish();
+    await guard.beforeCommit();
     const record: SnapshotRecord = {
       version: 1,
       id: newSnapshotId(consistency),
@@ -147,8 +157,10 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
       source: options.sourceKind ?? 'file',
       disks: diskRecords,
       stats: { ...counters, durationMs: Date.now() - started },
+      lease: guard.leaseId,
     };
     await catalog.save(record);
+    await guard.afterCommit(record.id);
     committed = true;
     return {
       snapshot: record.id,
@@ -164,7 +176,7 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     options.progress?.stop();
     if (!committed) await writer.abandon().catch(() => {});
     await pool.close();
-    await lock.release().catch(() => {});
+    await guard.close();
   }
 }
 

@@ -8,7 +8,7 @@
  * - the snapshot each EBS shadow chain was last pushed from: the next `ebs push` diffs
  *   against its manifest (cloud/ebs-map.ts). Kept until a newer one is pushed.
  */
-import { listLocks } from '../repo/lock.js';
+import { listLeases } from '../repo/lease.js';
 import { Repository } from '../repo/repository.js';
 import { EBS_MAP_PREFIX, EbsMapRecord, encodeSegment } from '../cloud/ebs-map.js';
 
@@ -22,8 +22,9 @@ function add(m: GuardMap, id: string, why: string): void {
 }
 
 export interface RunningBackup {
-  vm?: string;
-  parent?: string | null;
+  vm: string | null;
+  /** null: not chosen yet (the lease is taken before the parent is looked up), or none. */
+  parent: string | null;
   host: string;
   pid: number;
   expired: boolean;
@@ -32,9 +33,9 @@ export interface RunningBackup {
 /** Backups in progress, from the repository's leases. */
 export async function runningBackups(repo: Repository): Promise<RunningBackup[]> {
   const out: RunningBackup[] = [];
-  for (const l of await listLocks(repo)) {
+  for (const l of await listLeases(repo)) {
     if (l.operation !== 'backup') continue;
-    out.push({ vm: l.vm, parent: l.parent, host: l.host, pid: l.pid, expired: l.stale });
+    out.push({ vm: l.vm, parent: l.parent, host: l.host, pid: l.pid, expired: l.expired });
   }
   return out;
 }
@@ -49,9 +50,9 @@ export function runningBackupGuards(backups: RunningBackup[], vm: string, newest
     const who = `${b.host} pid ${b.pid}${b.expired ? ', lease expired: `pilotlight unlock` removes it' : ''}`;
     if (b.parent) {
       add(m, b.parent, `parent of a running backup (${who})`);
-    } else if (b.parent === undefined && (b.vm === undefined || b.vm === vm) && newest) {
-      // A lease that does not say its parent: the backup may be building on the newest.
-      add(m, newest, `newest snapshot while a backup of unknown parent runs (${who})`);
+    } else if ((b.vm === null || b.vm === vm) && newest) {
+      // The lease does not name a parent (yet): the backup may be about to pick the newest.
+      add(m, newest, `newest snapshot while a backup of this vm is choosing its parent (${who})`);
     }
   }
   return m;

@@ -105,6 +105,7 @@ export async function forgetSnapshots(repo: Repository, options: ForgetOptions):
   const now = options.now ?? new Date();
   const catalog = new SnapshotCatalog(repo);
   const all = await catalog.list(options.vm);
+  if (options.vm && all.length === 0) throw new UserError(`no snapshot of vm ${JSON.stringify(options.vm)} in ${repo.location}`);
   const wanted = new Set<string>();
   for (const ref of explicit) wanted.add((await catalog.resolve(ref, options.vm)).id);
 

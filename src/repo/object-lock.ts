@@ -134,3 +134,38 @@ export async function deleteLapsed(repo: Repository, names: Iterable<string>): P
   }
   return out;
 }
+
+export interface CondemnedDeletion {
+  deleted: number;
+  /** Names still under retention: left for a later prune. */
+  deferred: { name: string; retainUntil: string | null }[];
+  /** The retention extension of what is live (null without Object Lock). */
+  extended: ExtendReport | null;
+}
+
+/**
+ * What prune calls to delete what it condemned (packs, then superseded index files, in the
+ * order given). Without Object Lock: plain deletes. With it: deleteLapsed (what is retained
+ * is deferred, not an error), then extendLiveRetention over every locked object still
+ * listed, except the deferred ones and the records of tombstoned snapshots (which must be
+ * allowed to lapse). The caller must not consider its deletion finished while anything is
+ * deferred (prune leaves its GC epoch un-ended, and the next prune finishes it).
+ */
+export async function deleteCondemned(repo: Repository, names: string[]): Promise<CondemnedDeletion> {
+  if (!repo.config.objectLock || !repo.store.objectLock) {
+    for (const n of names) await repo.store.delete(n);
+    return { deleted: names.length, deferred: [], extended: null };
+  }
+  const del = await deleteLapsed(repo, names);
+  const skip = new Set(del.deferred.map((d) => d.name));
+  const { tombstonedIds } = await import('../snapshot/protection.js');
+  for (const id of await tombstonedIds(repo)) skip.add(`${SNAPSHOTS_PREFIX}${id}`);
+  const store = repo.store;
+  async function* live(): AsyncIterable<string> {
+    for (const prefix of [DATA_PREFIX, META_PREFIX, INDEX_PREFIX, SNAPSHOTS_PREFIX]) {
+      for await (const b of store.list(prefix)) if (!skip.has(b.name)) yield b.name;
+    }
+  }
+  const extended = await extendLiveRetention(repo, live());
+  return { deleted: del.deleted.length, deferred: del.deferred, extended };
+}

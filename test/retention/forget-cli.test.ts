@@ -186,15 +186,22 @@ describe('forget while a backup runs', () => {
     const first = (await ok(['backup', 'file', img, '--repo', repo, '--vm', 'v', '--json', '--taken-at', '2026-11-01T00:00:00Z'], s.env)).json.snapshot;
     const parent = (await ok(['backup', 'file', img, '--repo', repo, '--vm', 'v', '--json', '--taken-at', '2026-11-02T00:00:00Z'], s.env)).json.snapshot;
     await mutate(img, [{ offset: 0, length: 8 * MiB }], 7);
-    const locks = path.join(repo, 'locks');
+    const leases = path.join(repo, 'leases');
     child = start(['backup', 'file', img, '--repo', repo, '--vm', 'v', '--full', '--json'], s.env);
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     const exited = new Promise<number | null>((resolve) => child!.on('close', (code) => resolve(code)));
-    for (let i = 0; ; i++) {
-      const names = await fsp.readdir(locks).catch(() => [] as string[]);
-      if (names.some((n) => !n.startsWith('.tmp-'))) break;
-      assert.ok(i < 6000, 'the backup never announced itself');
+    // wait until the backup's lease names its parent (it is taken before the parent is chosen)
+    const leaseParent = async () => {
+      for (const n of await fsp.readdir(leases).catch(() => [] as string[])) {
+        if (n.startsWith('.tmp-')) continue;
+        const info = await fsp.readFile(path.join(leases, n), 'utf8').then((t) => JSON.parse(t) as { operation: string; parent: string | null }, () => null);
+        if (info?.operation === 'backup' && info.parent) return info.parent;
+      }
+      return null;
+    };
+    for (let i = 0; !(await leaseParent()); i++) {
+      assert.ok(i < 6000, 'the backup never announced its parent');
       await new Promise((r) => setTimeout(r, 5));
     }
     child.kill('SIGSTOP');

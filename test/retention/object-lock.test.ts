@@ -16,6 +16,8 @@ import {
   ListObjectsV2Command,
 } from '@aws-sdk/client-s3';
 import { forgetSnapshots, clearLapsedTombstones } from '../../src/engine/forget.js';
+import { prune } from '../../src/engine/prune.js';
+import { verifyRepository } from '../../src/engine/verify.js';
 import { runBackup } from '../../src/engine/backup.js';
 import { deleteLapsed, extendLiveRetention, isLockedName } from '../../src/repo/object-lock.js';
 import { Repository } from '../../src/repo/repository.js';
@@ -186,13 +188,22 @@ describe('Object Lock on RGW', () => {
       for await (const o of store.list('')) if (isLockedName(o.name) && o.name !== `snapshots/${a}`) live.push(o.name);
       await new Promise((r) => setTimeout(r, Math.max(0, written + period * 0.6 - Date.now())));
       const ext = await extendLiveRetention(repo, live);
-      assert.ok(ext.extended >= live.length, `extended ${ext.extended} of ${live.length}`);
+      assert.ok(ext.extended >= 1 && ext.checked >= live.length, `extended ${ext.extended}, checked ${ext.checked} of ${live.length}`);
       assert.deepEqual(ext.missing, []);
+      // every live object now has at least half a period left (written later ones were not due yet)
+      let extendedPack = '';
+      let latest = 0;
+      for (const n of live) {
+        const until = (await store.objectLock!.retainUntil(n))!.getTime();
+        if (n.startsWith('data/') && until > latest) [extendedPack, latest] = [n, until];
+        assert.ok(until >= Date.now() + period / 2 - 2000, `${n} retained only until ${new Date(until).toISOString()}`);
+      }
 
       // After a's record lapsed: deleting it works, deleting a live (extended) pack is deferred.
       await new Promise((r) => setTimeout(r, Math.max(0, written + period + 1500 - Date.now())));
-      const pack = live.find((n) => n.startsWith('data/'))!;
-      assert.ok(Date.now() < Date.parse(ext.retainUntil!), 'the test ran too slowly to check a deferral');
+      const pack = extendedPack;
+      assert.ok(latest >= Date.parse(ext.retainUntil!) - 1000, 'the latest-retained pack is one the extension set');
+      assert.ok(Date.now() < latest, 'the test ran too slowly to check a deferral');
       const del = await deleteLapsed(repo, [pack]);
       assert.deepEqual(del.deleted, []);
       assert.equal(del.deferred[0]!.name, pack);
@@ -203,6 +214,59 @@ describe('Object Lock on RGW', () => {
       const versions = await (await rgw()).client.send(new ListObjectVersionsCommand({ Bucket: b, Prefix: `repo/snapshots/${a}` }));
       assert.equal((versions.Versions ?? []).length + (versions.DeleteMarkers ?? []).length, 0, 'every version is gone, not hidden');
 
+      const out = path.join(s.dir, 'out.img');
+      const { restoreDisk } = await import('../../src/engine/restore.js');
+      await restoreDisk(repo, await new SnapshotCatalog(repo).load(bSnap), 0, out, {});
+      assert.ok(await sameBytes(out, img));
+    } finally {
+      await repo.close();
+      await s.cleanup();
+    }
+  });
+
+  it('prune on an Object Lock repository: retained condemned objects are deferred (epoch left open), live ones extended; a later prune finishes', async () => {
+    const s = await scratch('ol-prune');
+    const b = await lockBucket('olprune');
+    const period = 10_000;
+    const store = await open(b, 'repo');
+    const img = path.join(s.dir, 'disk.img');
+    await makeImage(img, 4 * MiB, [{ offset: 0, length: 4 * MiB, kind: 'random' }]);
+    const repo = await Repository.init(store, { encrypted: false, objectLock: { mode: 'COMPLIANCE', days: period / 86_400_000 }, packSize: 1 * MiB });
+    try {
+      const backup = async () => {
+        const src = await FileSource.open('v', [img], { full: true });
+        try {
+          return (await runBackup(repo, src, { workers: 1, parent: 'none' })).snapshot;
+        } finally {
+          await src.close();
+        }
+      };
+      const a = await backup();
+      await mutate(img, [{ offset: 0, length: 4 * MiB }], 9); // b shares nothing with a
+      const bSnap = await backup();
+      // a's record is retained: tombstoned; a plain forget of it cannot free anything yet
+      await forgetSnapshots(repo, { snapshots: [a] });
+      const first = await prune(repo, { pollMs: 50 });
+      assert.ok(first.objectLock, 'the prune reports Object Lock figures');
+      assert.ok(first.objectLock!.extended > 0 || first.objectLock!.checked > 0);
+      // after a's record lapsed: forget clears its tombstone, the prune condemns a's packs; they lapse soon after
+      await new Promise((r) => setTimeout(r, period + 1500));
+      const f = await forgetSnapshots(repo, { policy: { last: 1 }, prune: (r) => prune(r, { pollMs: 50 }) });
+      assert.deepEqual(f.tombstonesCleared, [a]);
+      const second = f.prune as Awaited<ReturnType<typeof prune>>;
+      assert.ok(second.deleted.packs > 0, 'a\'s packs are condemned');
+      // the first prune extended a's packs (a tombstoned record still counts as a root): now they are deferred
+      assert.ok((second.objectLock?.deferred ?? 0) > 0, JSON.stringify(second.objectLock));
+      assert.ok(Date.parse(second.objectLock!.deferredUntil!) > Date.now());
+      const lingering = (await keys(b, 'repo/data/')).length;
+      await new Promise((r) => setTimeout(r, period + 1500));
+      const third = await prune(repo, { pollMs: 50 });
+      assert.equal(third.objectLock?.deferred ?? 0, 0, JSON.stringify(third.objectLock));
+      assert.equal(third.rolledForward.length, 1, 'the open epoch was finished');
+      assert.ok((await keys(b, 'repo/data/')).length < lingering, 'the deferred packs are gone now');
+      assert.deepEqual((await new SnapshotCatalog(repo).list()).map((x) => x.id), [bSnap]);
+      const v = await verifyRepository(repo, { readData: true });
+      assert.ok(v.ok, v.problems.join('; '));
       const out = path.join(s.dir, 'out.img');
       const { restoreDisk } = await import('../../src/engine/restore.js');
       await restoreDisk(repo, await new SnapshotCatalog(repo).load(bSnap), 0, out, {});
