@@ -10,19 +10,11 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { putEbsMap } from '../../src/cloud/ebs-map.js';
 import { FsStore } from '../../src/store/fs-store.js';
-import { RunResult, ok, run, scratch, start } from '../support/cli.js';
+import { assertCleanFailure, ok, run, scratch, start } from '../support/cli.js';
 import { fingerprint } from '../support/files.js';
 import { makeImage, mutate, sameBytes } from '../support/images.js';
 
 const MiB = 1 << 20;
-
-function assertCleanFailure(r: RunResult, pattern: RegExp): void {
-  assert.notEqual(r.code, 0, `expected failure, got exit 0: ${r.stdout}`);
-  const lines = r.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
-  assert.match(lines[0]!, /^pilotlight: /);
-  assert.match(lines[0]!, pattern);
-}
 
 /** Six snapshots of vm a at chosen consistency times (Berlin's autumn change among them), one of vm b. */
 const TIMES = ['2026-10-20T10:00:00Z', '2026-10-24T09:00:00Z', '2026-10-24T20:00:00Z', '2026-10-25T00:30:00Z', '2026-10-25T01:30:00Z', '2026-10-25T08:00:00Z'];

@@ -62,6 +62,31 @@ async function open(bucket: string, prefix: string): Promise<BlobStore> {
   return openStore(`s3://${bucket}/${prefix}`, { s3Endpoint: r.endpoint, s3: { credentials: r.credentials } });
 }
 
+/** A fresh Object Lock repository (retention `periodMs`) on a new bucket, with a 4 MiB random image and a backup function. */
+async function lockedRepo(label: string, periodMs: number, packSize?: number) {
+  const s = await scratch(label);
+  const b = await lockBucket(label.replace(/[^a-z]/g, ''));
+  const store = await open(b, 'repo');
+  const img = path.join(s.dir, 'disk.img');
+  await makeImage(img, 4 * MiB, [{ offset: 0, length: 4 * MiB, kind: 'random' }]);
+  const repo = await Repository.init(store, { encrypted: false, objectLock: { mode: 'COMPLIANCE', days: periodMs / 86_400_000 }, ...(packSize ? { packSize } : {}) });
+  const backup = async (full = false) => {
+    const src = await FileSource.open('v', [img], { full });
+    try {
+      return (await runBackup(repo, src, { workers: 1, ...(full ? { parent: 'none' } : {}) })).snapshot;
+    } finally {
+      await src.close();
+    }
+  };
+  const restoresTo = async (id: string) => {
+    const out = path.join(s.dir, 'out.img');
+    const { restoreDisk } = await import('../../src/engine/restore.js');
+    await restoreDisk(repo, await new SnapshotCatalog(repo).load(id), 0, out, {});
+    return sameBytes(out, img);
+  };
+  return { s, b, store, img, repo, backup, restoresTo, close: async () => (await repo.close(), await s.cleanup()) };
+}
+
 /** The store suite on a bucket with Object Lock: the versioned delete path (retention configured, applied to no name). */
 storeConformance('s3 on an Object Lock bucket (versioned delete)', {
   async create() {
@@ -158,22 +183,9 @@ describe('Object Lock on RGW', () => {
   });
 
   it('library: prune-side hooks extend what is live and delete only what lapsed; a lapsed tombstoned record goes', async () => {
-    const s = await scratch('ol-lib');
-    const b = await lockBucket('ollib');
     const period = 8_000;
-    const store = await open(b, 'repo');
-    const img = path.join(s.dir, 'disk.img');
-    await makeImage(img, 4 * MiB, [{ offset: 0, length: 3 * MiB, kind: 'random' }]);
-    const repo = await Repository.init(store, { encrypted: false, objectLock: { mode: 'COMPLIANCE', days: period / 86_400_000 } }, );
+    const { b, store, img, repo, backup, restoresTo, close } = await lockedRepo('ol-lib', period);
     try {
-      const backup = async () => {
-        const src = await FileSource.open('v', [img]);
-        try {
-          return (await runBackup(repo, src, { workers: 1 })).snapshot;
-        } finally {
-          await src.close();
-        }
-      };
       const a = await backup();
       const written = Date.now();
       await mutate(img, [{ offset: 0, length: 64 * 1024 }], 5);
@@ -214,36 +226,19 @@ describe('Object Lock on RGW', () => {
       const versions = await (await rgw()).client.send(new ListObjectVersionsCommand({ Bucket: b, Prefix: `repo/snapshots/${a}` }));
       assert.equal((versions.Versions ?? []).length + (versions.DeleteMarkers ?? []).length, 0, 'every version is gone, not hidden');
 
-      const out = path.join(s.dir, 'out.img');
-      const { restoreDisk } = await import('../../src/engine/restore.js');
-      await restoreDisk(repo, await new SnapshotCatalog(repo).load(bSnap), 0, out, {});
-      assert.ok(await sameBytes(out, img));
+      assert.ok(await restoresTo(bSnap));
     } finally {
-      await repo.close();
-      await s.cleanup();
+      await close();
     }
   });
 
   it('prune on an Object Lock repository: retained condemned objects are deferred (epoch left open), live ones extended; a later prune finishes', async () => {
-    const s = await scratch('ol-prune');
-    const b = await lockBucket('olprune');
     const period = 10_000;
-    const store = await open(b, 'repo');
-    const img = path.join(s.dir, 'disk.img');
-    await makeImage(img, 4 * MiB, [{ offset: 0, length: 4 * MiB, kind: 'random' }]);
-    const repo = await Repository.init(store, { encrypted: false, objectLock: { mode: 'COMPLIANCE', days: period / 86_400_000 }, packSize: 1 * MiB });
+    const { b, img, repo, backup, restoresTo, close } = await lockedRepo('ol-prune', period, MiB);
     try {
-      const backup = async () => {
-        const src = await FileSource.open('v', [img], { full: true });
-        try {
-          return (await runBackup(repo, src, { workers: 1, parent: 'none' })).snapshot;
-        } finally {
-          await src.close();
-        }
-      };
-      const a = await backup();
+      const a = await backup(true);
       await mutate(img, [{ offset: 0, length: 4 * MiB }], 9); // b shares nothing with a
-      const bSnap = await backup();
+      const bSnap = await backup(true);
       // a's record is retained: tombstoned; a plain forget of it cannot free anything yet
       await forgetSnapshots(repo, { snapshots: [a] });
       const first = await prune(repo, { pollMs: 50 });
@@ -267,13 +262,9 @@ describe('Object Lock on RGW', () => {
       assert.deepEqual((await new SnapshotCatalog(repo).list()).map((x) => x.id), [bSnap]);
       const v = await verifyRepository(repo, { readData: true });
       assert.ok(v.ok, v.problems.join('; '));
-      const out = path.join(s.dir, 'out.img');
-      const { restoreDisk } = await import('../../src/engine/restore.js');
-      await restoreDisk(repo, await new SnapshotCatalog(repo).load(bSnap), 0, out, {});
-      assert.ok(await sameBytes(out, img));
+      assert.ok(await restoresTo(bSnap));
     } finally {
-      await repo.close();
-      await s.cleanup();
+      await close();
     }
   });
 });
