@@ -58,7 +58,7 @@ function phase(t: Timed): Phase {
 interface ToolResult {
   tool: string;
   version: string;
-  historySeconds: number;
+  historySeconds: number | null;
   snapshotsBefore: number;
   snapshotsKept: number;
   repoBytesBefore: number;
@@ -89,13 +89,44 @@ async function mutate(img: string, rng: Rng, size: number, change: number): Prom
   return lines.join('\n') + '\n';
 }
 
+/**
+ * --finish-now: a history run that was stopped (time ran out) is measured as far as it got.
+ * Both repositories must hold the same snapshots: when restic is one behind (stopped during
+ * its backup), the image still holds that state and restic backs it up now.
+ */
+async function finishNow(work: string, img: string, withRestic: boolean, intervalMin: number, size: number, change: number) {
+  const plEnv = { ...process.env, PILOTLIGHT_PASSWORD: PASSWORD, PILOTLIGHT_CACHE_DIR: path.join(work, 'pl-cache') };
+  const pl = await timed(process.execPath, [path.join(root, 'bin', 'pilotlight.js'), 'snapshots', '--repo', path.join(work, 'pl-repo'), '--json'], { env: plEnv });
+  if (pl.exitCode !== 0) throw new Error(`cannot list the pilotlight history: ${pl.stderr}`);
+  const plSnaps = JSON.parse(pl.stdout) as { time: string }[];
+  let rsCount = 0;
+  if (withRestic) {
+    const rsEnv = { ...process.env, RESTIC_PASSWORD: PASSWORD, RESTIC_REPOSITORY: path.join(work, 'restic-repo'), RESTIC_CACHE_DIR: path.join(work, 'restic-cache'), TZ: 'UTC' };
+    const rs = await timed('restic', ['snapshots', '--json'], { env: rsEnv });
+    if (rs.exitCode !== 0) throw new Error(`cannot list the restic history: ${rs.stderr}`);
+    rsCount = (JSON.parse(rs.stdout) as unknown[]).length;
+    if (rsCount === plSnaps.length - 1) {
+      const t = new Date(plSnaps[plSnaps.length - 1]!.time);
+      log(`restic is one snapshot behind: backing up ${t.toISOString()} now`);
+      const r = await timed('restic', ['backup', '-q', '--compression', 'auto', '--host', 'vm1', '--time', resticTime(t), 'disk.img'], { env: rsEnv, cwd: path.dirname(img), stdoutFile: '/dev/null' });
+      if (r.exitCode !== 0) throw new Error(`restic backup failed: ${r.stderr}`);
+      rsCount++;
+    }
+    if (rsCount !== plSnaps.length) throw new Error(`pilotlight has ${plSnaps.length} snapshots, restic ${rsCount}: cannot compare`);
+  }
+  log(`finishing with the ${plSnaps.length} snapshots written so far`);
+  const hist = { count: plSnaps.length, size, change, intervalMin, plHistory: NaN, rsHistory: NaN, withRestic, stoppedEarly: true };
+  await fsp.writeFile(path.join(work, 'history.json'), JSON.stringify(hist));
+  return hist;
+}
+
 function resticTime(d: Date): string {
   return d.toISOString().replace('T', ' ').slice(0, 19);
 }
 
 async function main(): Promise<void> {
-  const { flags, on } = parseArgs(process.argv.slice(2), ['no-restic']);
-  const count = Number(flags.snapshots ?? 330);
+  const { flags, on } = parseArgs(process.argv.slice(2), ['no-restic', 'finish-now']);
+  let count = Number(flags.snapshots ?? 330);
   const size = parseSize(flags.size ?? '1G');
   const change = Number(flags.change ?? 0.01);
   const intervalMin = Number(flags['interval-min'] ?? 135);
@@ -107,12 +138,18 @@ async function main(): Promise<void> {
 
   const img = path.join(work, 'src', 'disk.img');
   const marker = path.join(work, 'history.json');
-  const hist = await fsp.readFile(marker, 'utf8').then((t) => JSON.parse(t) as { count: number; size: number; change: number; intervalMin: number; plHistory: number; rsHistory: number; withRestic: boolean }, () => null);
+  let hist = await fsp.readFile(marker, 'utf8').then((t) => JSON.parse(t) as { count: number; size: number; change: number; intervalMin: number; plHistory: number; rsHistory: number; withRestic: boolean }, () => null);
   const genRepo = path.join(work, 'pl-repo');
   const genCache = path.join(work, 'pl-cache');
   const rsGenRepo = path.join(work, 'restic-repo');
-  let plHistory = hist?.plHistory ?? 0;
-  let rsHistory = hist?.rsHistory ?? 0;
+  let plHistory = hist ? (hist.plHistory ?? NaN) : 0;
+  let rsHistory = hist ? (hist.rsHistory ?? NaN) : 0;
+  if (!hist && on.has('finish-now')) hist = await finishNow(work, img, withRestic, intervalMin, size, change);
+  if (hist && on.has('finish-now')) {
+    count = hist.count;
+    plHistory = hist.plHistory ?? NaN;
+    rsHistory = hist.rsHistory ?? NaN;
+  }
   if (hist && (hist.count !== count || hist.size !== size || hist.change !== change || hist.intervalMin !== intervalMin || hist.withRestic !== withRestic)) {
     throw new Error(`${work} holds another history (${JSON.stringify(hist)}): use another --work`);
   }
@@ -217,7 +254,7 @@ async function main(): Promise<void> {
     results.push({
       tool: 'pilotlight',
       version: (await cli(['--version'])).stdout.trim(),
-      historySeconds: +(plHistory / 1000).toFixed(1),
+      historySeconds: Number.isFinite(plHistory) ? +(plHistory / 1000).toFixed(1) : null,
       snapshotsBefore: v.snapshots.length,
       snapshotsKept: v.kept,
       repoBytesBefore: before,
@@ -244,7 +281,7 @@ async function main(): Promise<void> {
     results.push({
       tool: 'restic',
       version: toolVersion('restic', ['version']),
-      historySeconds: +(rsHistory / 1000).toFixed(1),
+      historySeconds: Number.isFinite(rsHistory) ? +(rsHistory / 1000).toFixed(1) : null,
       snapshotsBefore: keep.length + groups.flatMap((g) => g.remove ?? []).length,
       snapshotsKept: keep.length,
       repoBytesBefore: before,
@@ -265,7 +302,14 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     machine: `${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'}, ${fmtSize(os.totalmem())} RAM, shared with other work`,
     node: process.version,
-    history: { snapshots: count, diskBytes: size, changePerSnapshot: change, intervalMinutes: intervalMin, spanDays: +((count - 1) * intervalMin / 1440).toFixed(1) },
+    history: {
+      snapshots: count,
+      diskBytes: size,
+      changePerSnapshot: change,
+      intervalMinutes: intervalMin,
+      spanDays: +(((count - 1) * intervalMin) / 1440).toFixed(1),
+      ...((hist as { stoppedEarly?: boolean } | null)?.stoppedEarly ? { stoppedEarly: true } : {}),
+    },
     policy: POLICY.join(' ') + ' (UTC)',
     sameSnapshotsKept: sameKept,
     results,
@@ -289,7 +333,10 @@ async function main(): Promise<void> {
     '',
     sameKept === null ? '' : `Same snapshots kept by both tools: ${sameKept ? 'yes' : 'NO'} (compared by consistency time).`,
     ...results.filter((r) => r.pruneNote).map((r) => `${r.tool}: ${r.pruneNote}.`),
-    `History written in ${pl.historySeconds} s (pilotlight, in-process, change lists)${rs ? ` and ${rs.historySeconds} s (restic, re-reading the image)` : ''}; not part of the comparison.`,
+    (out.history as { stoppedEarly?: boolean }).stoppedEarly
+      ? `The history run was stopped early (the shared machine was too loaded to write all of it in time): ${count} snapshots were measured.`
+      : '',
+    `History written in ${pl.historySeconds ?? 'n/a'} s (pilotlight, in-process, change lists)${rs ? ` and ${rs.historySeconds ?? 'n/a'} s (restic, re-reading the image)` : ''}; not part of the comparison.`,
     '',
   ].join('\n');
   await fsp.writeFile(path.join(dir, `${name}.md`), md);
