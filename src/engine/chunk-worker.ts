@@ -9,16 +9,15 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { BlobCodec } from '../repo/blob-codec.js';
 import { Codec, Compression } from '../repo/compression.js';
-import { Sealer } from '../repo/crypto.js';
-import { ID_BYTES } from '../repo/format.js';
+import { BlobType, ID_BYTES } from '../repo/format.js';
 import { createKeyedHasher } from '../repo/hasher.js';
 import type { BlobRef, WorkerReply, WorkerRequest, WorkerSetup } from './worker-pool.js';
 
 const setup = workerData as WorkerSetup;
 const hasher = await createKeyedHasher(setup.idKey);
-const sealer = new Sealer(setup.encryptionKey ? Buffer.from(setup.encryptionKey) : null);
-const codec = new BlobCodec(sealer, new Compression(setup.zstdLevel), hasher);
-const held = new Map<number, { buf: ArrayBuffer; lengths: number[] }>();
+// each worker thread seals with its own salted subkeys (FORMAT.md §4.3)
+const codec = new BlobCodec(setup.encryptionKey ? Buffer.from(setup.encryptionKey) : null, new Compression(setup.zstdLevel), hasher, setup.blobSeal);
+const held = new Map<number, { buf: ArrayBuffer; lengths: number[]; ids: Buffer }>();
 let zero = Buffer.alloc(64 * 1024);
 
 function chunkViews(buf: ArrayBuffer, lengths: number[]): Buffer[] {
@@ -58,7 +57,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
         isZero.push(z);
         if (!z) hasher.hash(c).copy(ids, i * ID_BYTES);
       });
-      held.set(msg.seq, { buf: msg.buf, lengths: msg.lengths });
+      held.set(msg.seq, { buf: msg.buf, lengths: msg.lengths, ids });
       return { reply: { op: 'hashed', seq: msg.seq, ids, isZero }, transfer: [] };
     }
     case 'encode': {
@@ -66,7 +65,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       if (!h) throw new Error(`no batch ${msg.seq} held`);
       held.delete(msg.seq);
       const chunks = chunkViews(h.buf, h.lengths);
-      const { buf, refs } = pack(msg.which.map((i) => codec.encode(msg.codec as Codec, chunks[i]!)));
+      const { buf, refs } = pack(msg.which.map((i) => codec.encode(msg.codec as Codec, chunks[i]!, BlobType.Data, h.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES))));
       return { reply: { op: 'encoded', seq: msg.seq, blobs: buf, refs, buf: h.buf }, transfer: [buf, h.buf] };
     }
     case 'decode': {
@@ -75,7 +74,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       const plains: Uint8Array[] = msg.items.map((it, k) => {
         try {
           if (it.offset + it.length > data.length) throw new Error(`${it.what}: range past the end of the data read`);
-          return codec.decode(data.subarray(it.offset, it.offset + it.length), it.id, it.what);
+          return codec.decode(data.subarray(it.offset, it.offset + it.length), it.id, it.what, it.type ?? BlobType.Data, it.seal ?? setup.blobSeal);
         } catch (err) {
           errors.set(k, (err as Error).message);
           return new Uint8Array(0);

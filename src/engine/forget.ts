@@ -16,7 +16,6 @@
  * 6. optionally prune (the caller passes the prune to run).
  */
 import { UserError } from '../repo/errors.js';
-import { SNAPSHOTS_PREFIX } from '../repo/format.js';
 import { Repository } from '../repo/repository.js';
 import { isLocked } from '../store/blob-store.js';
 import { protectedIds, readTombstone, removeTombstone, tombstonedIds, writeTombstone } from '../snapshot/protection.js';
@@ -189,13 +188,11 @@ export async function forgetSnapshots(repo: Repository, options: ForgetOptions):
       }
     }
   }
-  const cache = await repo.cache();
   for (const v of vms) {
     for (const d of v.snapshots) {
       if (d.outcome !== 'remove') continue;
-      const name = `${SNAPSHOTS_PREFIX}${d.id}`;
       try {
-        await repo.store.delete(name);
+        await catalog.delete(d.id, d.vm);
         d.outcome = 'removed';
         report.removed.push(d.id);
       } catch (err) {
@@ -206,7 +203,6 @@ export async function forgetSnapshots(repo: Repository, options: ForgetOptions):
         d.retainUntil = retainUntil;
         report.tombstoned.push({ id: d.id, retainUntil });
       }
-      await cache.deleteRecord(name);
     }
   }
   report.tombstonesCleared = await clearLapsedTombstones(repo, new Set(report.tombstoned.map((t) => t.id)));
@@ -225,7 +221,7 @@ export async function clearLapsedTombstones(repo: Repository, skip: Set<string> 
     const t = await readTombstone(repo, id);
     if (t?.retainUntil && Date.parse(t.retainUntil) > Date.now()) continue;
     try {
-      await repo.store.delete(`${SNAPSHOTS_PREFIX}${id}`);
+      await new SnapshotCatalog(repo).delete(id, t?.vm);
     } catch (err) {
       if (isLocked(err)) continue;
       throw err;

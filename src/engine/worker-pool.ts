@@ -6,6 +6,8 @@ export interface WorkerSetup {
   encryptionKey: Uint8Array | null;
   idKey: Uint8Array;
   zstdLevel: number;
+  /** Seal format of new blobs (and of blobs to decode when an item does not say). */
+  blobSeal: 1 | 2;
 }
 
 /** A blob inside a transferred buffer. */
@@ -14,10 +16,13 @@ export interface BlobRef {
   length: number;
 }
 
+/** A blob to decode: where it is in the data, what it should hash to, and (format 2) its type and seal format. */
+export type DecodeItem = BlobRef & { id: Uint8Array; what: string; type?: number; seal?: 1 | 2 };
+
 export type WorkerRequest =
   | { op: 'hash'; seq: number; buf: ArrayBuffer; lengths: number[] }
   | { op: 'encode'; seq: number; which: number[]; codec: number }
-  | { op: 'decode'; seq: number; data: ArrayBuffer; items: (BlobRef & { id: Uint8Array; what: string })[] }
+  | { op: 'decode'; seq: number; data: ArrayBuffer; items: DecodeItem[] }
   | { op: 'hashPlain'; seq: number; items: Uint8Array[] };
 
 export type WorkerReply =
@@ -52,6 +57,7 @@ export class WorkerPool {
       encryptionKey: repo.master.encryptionKey ? new Uint8Array(repo.master.encryptionKey) : null,
       idKey: new Uint8Array(repo.master.idKey),
       zstdLevel: 1,
+      blobSeal: repo.blobSeal,
     };
     this.load = new Array<number>(size).fill(0);
   }
@@ -120,7 +126,7 @@ export class WorkerPool {
    * Opens, decompresses and verifies blobs held in `data` at the given places.
    * `data` is moved to the worker when it owns its whole ArrayBuffer, else copied.
    */
-  async decode(data: Buffer, items: (BlobRef & { id: Uint8Array; what: string })[]): Promise<(Buffer | { error: string })[]> {
+  async decode(data: Buffer, items: DecodeItem[]): Promise<(Buffer | { error: string })[]> {
     const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer);
     const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
     const seq = this.nextSeq++;

@@ -159,11 +159,15 @@ export async function deleteCondemned(repo: Repository, names: string[]): Promis
   const del = await deleteLapsed(repo, names);
   const skip = new Set(del.deferred.map((d) => d.name));
   const { tombstonedIds } = await import('../snapshot/protection.js');
-  for (const id of await tombstonedIds(repo)) skip.add(`${SNAPSHOTS_PREFIX}${id}`);
+  const forgotten = await tombstonedIds(repo);
   const store = repo.store;
   async function* live(): AsyncIterable<string> {
     for (const prefix of [DATA_PREFIX, META_PREFIX, INDEX_PREFIX, SNAPSHOTS_PREFIX]) {
-      for await (const b of store.list(prefix)) if (!skip.has(b.name)) yield b.name;
+      for await (const b of store.list(prefix)) {
+        // records are named .../<id> in every format version
+        if (skip.has(b.name) || (prefix === SNAPSHOTS_PREFIX && forgotten.has(b.name.slice(b.name.lastIndexOf('/') + 1)))) continue;
+        yield b.name;
+      }
     }
   }
   const extended = await extendLiveRetention(repo, live());

@@ -38,9 +38,14 @@ export interface Tombstone {
   retainUntil?: string;
 }
 
+/** Associated data of a marker or tombstone: its name, so that one copied under another snapshot's name does not open. */
+function adOf(name: string): Buffer {
+  return Buffer.from(`pilotlight retention marker\0${name}`);
+}
+
 async function readSealed<T>(repo: Repository, name: string, what: string): Promise<T | null> {
   try {
-    return JSON.parse(repo.sealer.open(await repo.store.get(name), what).toString('utf8')) as T;
+    return JSON.parse(repo.sealer.open(await repo.store.get(name), adOf(name), what).toString('utf8')) as T;
   } catch (err) {
     if (isNotFound(err)) return null;
     throw err;
@@ -79,7 +84,7 @@ export async function protectSnapshot(repo: Repository, snap: { id: string; vm: 
     ...(note ? { note } : {}),
   };
   try {
-    await repo.store.put(PROTECT_PREFIX + snap.id, repo.sealer.seal([Buffer.from(JSON.stringify(marker))]), { ifNotExists: true, kind: 'metadata' });
+    await repo.store.put(PROTECT_PREFIX + snap.id, repo.sealer.seal([Buffer.from(JSON.stringify(marker))], adOf(PROTECT_PREFIX + snap.id)), { ifNotExists: true, kind: 'metadata' });
     return true;
   } catch (err) {
     if (err instanceof BlobExistsError || (err as { code?: string }).code === 'BLOB_EXISTS') return false;
@@ -97,7 +102,7 @@ export async function unprotectSnapshot(repo: Repository, id: string): Promise<b
 export async function writeTombstone(repo: Repository, t: Omit<Tombstone, 'kind' | 'version'>): Promise<void> {
   const body: Tombstone = { kind: 'pilotlight-tombstone', version: 1, ...t };
   try {
-    await repo.store.put(FORGOTTEN_PREFIX + t.snapshot, repo.sealer.seal([Buffer.from(JSON.stringify(body))]), { ifNotExists: true, kind: 'metadata' });
+    await repo.store.put(FORGOTTEN_PREFIX + t.snapshot, repo.sealer.seal([Buffer.from(JSON.stringify(body))], adOf(FORGOTTEN_PREFIX + t.snapshot)), { ifNotExists: true, kind: 'metadata' });
   } catch (err) {
     if (err instanceof BlobExistsError || (err as { code?: string }).code === 'BLOB_EXISTS') return;
     throw err;

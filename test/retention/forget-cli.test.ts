@@ -174,7 +174,7 @@ describe('forget while a backup runs', () => {
     const repo = path.join(s.dir, 'repo');
     const img = path.join(s.dir, 'big.img');
     await makeImage(img, 96 * MiB, [{ offset: 0, length: 96 * MiB, kind: 'random' }]);
-    await ok(['init', '--repo', repo, '--no-encryption'], s.env);
+    await ok(['init', '--repo', repo], s.env);
     const first = (await ok(['backup', 'file', img, '--repo', repo, '--vm', 'v', '--json', '--taken-at', '2026-11-01T00:00:00Z'], s.env)).json.snapshot;
     const parent = (await ok(['backup', 'file', img, '--repo', repo, '--vm', 'v', '--json', '--taken-at', '2026-11-02T00:00:00Z'], s.env)).json.snapshot;
     await mutate(img, [{ offset: 0, length: 8 * MiB }], 7);

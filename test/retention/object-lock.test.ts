@@ -193,11 +193,12 @@ describe('Object Lock on RGW', () => {
       const f = await forgetSnapshots(repo, { snapshots: [a] });
       assert.deepEqual(f.tombstoned.map((t) => t.id), [a]);
       assert.deepEqual((await new SnapshotCatalog(repo).list()).map((x) => x.id), [bSnap]);
-      await assert.rejects(store.delete(`snapshots/${a}`), (e) => isLocked(e));
+      const aName = new SnapshotCatalog(repo).objectName('v', a);
+      await assert.rejects(store.delete(aName), (e) => isLocked(e));
 
       // Everything but a's record is live (b reuses a's chunks). Halfway through the period, extend.
       const live: string[] = [];
-      for await (const o of store.list('')) if (isLockedName(o.name) && o.name !== `snapshots/${a}`) live.push(o.name);
+      for await (const o of store.list('')) if (isLockedName(o.name) && o.name !== aName) live.push(o.name);
       await new Promise((r) => setTimeout(r, Math.max(0, written + period * 0.6 - Date.now())));
       const ext = await extendLiveRetention(repo, live);
       assert.ok(ext.extended >= 1 && ext.checked >= live.length, `extended ${ext.extended}, checked ${ext.checked} of ${live.length}`);
@@ -221,9 +222,9 @@ describe('Object Lock on RGW', () => {
       assert.equal(del.deferred[0]!.name, pack);
       assert.ok(Date.parse(del.deferred[0]!.retainUntil!) > Date.now());
       assert.deepEqual(await clearLapsedTombstones(repo), [a]);
-      assert.equal(await store.head(`snapshots/${a}`), null);
+      assert.equal(await store.head(aName), null);
       assert.equal(await store.head(`forgotten/${a}`), null);
-      const versions = await (await rgw()).client.send(new ListObjectVersionsCommand({ Bucket: b, Prefix: `repo/snapshots/${a}` }));
+      const versions = await (await rgw()).client.send(new ListObjectVersionsCommand({ Bucket: b, Prefix: `repo/${aName}` }));
       assert.equal((versions.Versions ?? []).length + (versions.DeleteMarkers ?? []).length, 0, 'every version is gone, not hidden');
 
       assert.ok(await restoresTo(bSnap));

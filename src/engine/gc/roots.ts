@@ -37,8 +37,11 @@ export class Roots {
     if (listed.size === 0 && opts.packsExist) {
       throw new ListingError('no snapshot record was listed while the repository holds packs: a listing error, or every snapshot was forgotten; refusing to delete everything');
     }
+    // what must be listed: what earlier reads saw, what this host's cache holds, and the newest
+    // records listed a second way (a listing cut short loses the tail: the newest ids)
     const expected = new Set(this.seen);
     if (opts.first) for (const n of await this.cachedRecordIds()) expected.add(n);
+    for (const month of recentMonths()) for (const id of await this.catalog.listIds(month)) expected.add(id);
     for (const id of expected) {
       if (listed.has(id)) continue;
       if (await this.catalog.exists(id)) throw new ListingError(`snapshot record ${id} exists but the listing did not return it (a short listing)`);
@@ -48,6 +51,9 @@ export class Roots {
       if (this.seen.has(id)) continue;
       this.seen.add(id);
       const r: SnapshotRecord = await this.catalog.load(id);
+      if (r.parent && !listed.has(r.parent) && !this.seen.has(r.parent) && (await this.catalog.exists(r.parent))) {
+        throw new ListingError(`snapshot record ${r.parent} (the parent of ${r.id}) exists but the listing did not return it (a short listing)`);
+      }
       if (!recordCommitted(fences, r.id, r.lease)) continue;
       await this.marker.markRecord(r);
       this.marked.set(r.id, r.lease);
@@ -57,6 +63,14 @@ export class Roots {
 
   private async cachedRecordIds(): Promise<string[]> {
     const cache = await this.repo.cache();
-    return (await cache.recordNames()).map((n) => n.slice(n.indexOf('/') + 1));
+    return (await cache.recordNames()).map((n) => n.slice(n.lastIndexOf('/') + 1)); // snapshots/<id>, or snapshots/<vm tag>/<id>
   }
+}
+
+/** Id prefixes (YYYYMM) of this month and the last, by the UTC clock. */
+function recentMonths(): string[] {
+  const now = new Date();
+  const prev = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 1, 1));
+  const fmt = (d: Date) => `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
+  return [fmt(now), fmt(prev)];
 }
