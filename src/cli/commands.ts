@@ -17,13 +17,32 @@ export function registerInit(program: Command): void {
     .option('--no-encryption', 'store blobs unencrypted (chunk ids stay keyed)')
     .addOption(new Option('--compression <codec>', 'default chunk compression').choices(['zstd', 'lz4', 'none']).default('zstd'))
     .option('--pack-size <MiB>', 'target pack size in MiB', parseIntOption('--pack-size'), 16)
-    .action(async (opts: { encryption: boolean; compression: 'zstd' | 'lz4' | 'none'; packSize: number }, cmd: Command) => {
+    .option('--immutable-days <n>', 'Object Lock: every object a snapshot needs is retained n days from its write (S3 bucket with Object Lock)', parseIntOption('--immutable-days'))
+    .addOption(new Option('--immutable-mode <mode>', 'Object Lock mode: compliance (nobody can delete early) or governance (a bypass permission can)').choices(['compliance', 'governance']).default('compliance'))
+    .action(async (opts: { encryption: boolean; compression: 'zstd' | 'lz4' | 'none'; packSize: number; immutableDays?: number; immutableMode: string }, cmd: Command) => {
       if (opts.packSize < 1 || opts.packSize > 1024) throw new UserError('--pack-size must be between 1 and 1024 MiB');
-      const repo = await initRepo(cmd, { encrypted: opts.encryption && globals(cmd).encryption !== false, compression: opts.compression, packSize: opts.packSize * 1048576 });
+      if (opts.immutableDays !== undefined && opts.immutableDays < 1) throw new UserError('--immutable-days must be at least 1');
+      const objectLock = opts.immutableDays !== undefined ? { mode: opts.immutableMode.toUpperCase() as 'COMPLIANCE' | 'GOVERNANCE', days: opts.immutableDays } : undefined;
+      const repo = await initRepo(cmd, {
+        encrypted: opts.encryption && globals(cmd).encryption !== false,
+        compression: opts.compression,
+        packSize: opts.packSize * 1048576,
+        objectLock,
+      });
       try {
-        const out = { repository: repo.location, id: repo.config.id, encryption: repo.config.encryption, compression: repo.config.compression, version: repo.config.version };
+        const out = {
+          repository: repo.location,
+          id: repo.config.id,
+          encryption: repo.config.encryption,
+          compression: repo.config.compression,
+          version: repo.config.version,
+          ...(repo.config.objectLock ? { objectLock: repo.config.objectLock } : {}),
+        };
         if (globals(cmd).json) printJson(out);
-        else process.stdout.write(`created repository ${repo.config.id} at ${repo.location} (${repo.config.encryption}, ${repo.config.compression})\n`);
+        else {
+          const lock = repo.config.objectLock ? `, Object Lock ${repo.config.objectLock.mode} ${repo.config.objectLock.days} days` : '';
+          process.stdout.write(`created repository ${repo.config.id} at ${repo.location} (${repo.config.encryption}, ${repo.config.compression}${lock})\n`);
+        }
       } finally {
         await repo.close();
       }
@@ -38,14 +57,16 @@ export function registerBackupFile(backup: Command): void {
     .requiredOption('--vm <name>', 'the VM these disks belong to')
     .option('--changed-extents <file...>', 'change list per disk ("offset length" lines, bytes), as QueryChangedDiskAreas gives')
     .option('--full', 'read every byte (ignore holes and change lists)')
+    .option('--taken-at <time>', "when the images' content was frozen (ISO 8601; an LVM/ZFS snapshot taken earlier): the snapshot's time. Default: when reading starts")
     .option('--parent <snapshot>', "parent snapshot: 'auto' (latest of the vm), 'none', or an id", 'auto');
   addAfterBackupOptions(backup.commands[backup.commands.length - 1]!).action(
-    async (images: string[], opts: { vm: string; changedExtents?: string[]; full?: boolean; parent: string; ebsShadow?: boolean; region?: string }, cmd: Command) => {
+    async (images: string[], opts: { vm: string; changedExtents?: string[]; full?: boolean; parent: string; takenAt?: string; ebsShadow?: boolean; region?: string }, cmd: Command) => {
+      const takenAt = opts.takenAt !== undefined ? parseTakenAt(opts.takenAt) : undefined;
       if (opts.changedExtents && opts.changedExtents.length !== images.length) {
         throw new UserError(`${images.length} image(s) but ${opts.changedExtents.length} change list(s): give one per image`);
       }
       const repo = await openRepo(cmd);
-      const source = await FileSource.open(opts.vm, images, { changedExtents: opts.changedExtents, full: opts.full }).catch(async (e) => {
+      const source = await FileSource.open(opts.vm, images, { changedExtents: opts.changedExtents, full: opts.full, takenAt }).catch(async (e) => {
         await repo.close();
         throw e;
       });
@@ -70,6 +91,14 @@ export function registerBackupFile(backup: Command): void {
   );
 }
 
+/** --taken-at: an ISO 8601 time with a zone (Z or an offset), not in the future. */
+function parseTakenAt(text: string): Date {
+  const t = /(Z|[+-]\d{2}:?\d{2})$/i.test(text.trim()) ? Date.parse(text) : NaN;
+  if (!Number.isFinite(t)) throw new UserError(`--taken-at ${JSON.stringify(text)}: give an ISO 8601 time with its zone, e.g. 2026-11-30T14:00:00Z`);
+  if (t > Date.now() + 60_000) throw new UserError(`--taken-at ${text} is in the future`);
+  return new Date(t);
+}
+
 export function registerSnapshots(program: Command): void {
   program
     .command('snapshots')
@@ -85,6 +114,7 @@ export function registerSnapshots(program: Command): void {
               id: s.id,
               vm: s.vm,
               time: s.time,
+              committed: s.committed ?? null,
               parent: s.parent,
               host: s.host,
               source: s.source,

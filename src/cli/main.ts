@@ -12,6 +12,7 @@ import {
 } from './commands.js';
 import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
+import { registerForget, registerProtect } from './retention.js';
 import { registerKey, registerMigrate } from './keys.js';
 import { registerDrill, registerServe } from './nbd.js';
 import { registerGc } from './gc.js';
@@ -45,6 +46,8 @@ export async function buildProgram(): Promise<Command> {
   registerDiff(program);
   registerStats(program);
   registerVerify(program);
+  registerForget(program);
+  registerProtect(program);
   registerRepair(program);
   registerServe(program);
   registerDrill(program);

@@ -72,6 +72,8 @@ export interface BackupReport extends SnapshotStats {
  */
 export async function runBackup(repo: Repository, source: DiskSource, options: BackupOptions = {}): Promise<BackupReport> {
   const started = Date.now();
+  // The record's time is the source's consistency point, taken before anything is read.
+  const consistency = source.consistencyTime ?? new Date(started);
   const catalog = new SnapshotCatalog(repo);
   // the lease comes first: before the run reads the index or any snapshot (docs/FORMAT.md, "Leases")
   const guard = await BackupGuard.start(repo, source.vm);
@@ -146,12 +148,12 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     throwIfAborted(options.signal);
     await writer.finish();
     await guard.beforeCommit();
-    const time = new Date();
     const record: SnapshotRecord = {
       version: 1,
-      id: newSnapshotId(time),
+      id: newSnapshotId(consistency),
       vm: source.vm,
-      time: time.toISOString(),
+      time: consistency.toISOString(),
+      committed: new Date().toISOString(),
       parent: parent?.id ?? null,
       host: defaultHost(),
       source: options.sourceKind ?? 'file',

@@ -24,6 +24,7 @@ import { IndexFileInfo, account, condemnedBlobIds, decide, loadIndex, superseded
 import { rewrite } from './gc/rewrite.js';
 import { Roots } from './gc/roots.js';
 import { leaseIsLive, waitForLeases } from './gc/wait.js';
+import { CondemnedDeletion, deleteCondemned } from '../repo/object-lock.js';
 import { GcWorkspace } from './gc/workspace.js';
 
 /** Protocol steps, in order (tests pause or kill a prune at each). */
@@ -55,6 +56,12 @@ export interface PruneReport {
   orphans: { deleted: number; kept: number; bytes: number };
   leases: { waitedFor: number; acknowledged: number; ended: number; fenced: string[] };
   rolledForward: number[];
+  /**
+   * Object Lock repositories only: condemned objects still retained (deleted by a later
+   * prune, the latest date among them), and the live objects whose retention was checked
+   * and extended to retainUntil.
+   */
+  objectLock?: { deferred: number; deferredUntil: string | null; checked: number; extended: number; retainUntil: string | null };
   durationMs: number;
 }
 
@@ -116,8 +123,9 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
         const done = await readDone(store, sealer, e.epoch);
         if (!done) continue;
         log(`finishing GC epoch ${e.epoch} (a prune was killed after it was done)`);
-        for (const n of done.condemnedPacks) await store.delete(n);
-        for (const n of done.superseded) await store.delete(n);
+        const rolled = await deleteCondemned(repo, [...done.condemnedPacks, ...done.superseded]);
+        noteObjectLock(report, rolled);
+        if (rolled.deferred.length > 0) continue; // Object Lock: the rest lapses later; the epoch stays un-ended
         await publishEnd(store, sealer, e.epoch);
         report.rolledForward.push(e.epoch);
       }
@@ -259,12 +267,11 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
     }
     await publishDone(store, sealer, { version: 1, epoch, replacement: rw.replacement, superseded: intent.superseded, condemnedPacks: intent.condemnedPacks });
     await step('done');
-    for (const [i, n] of intent.condemnedPacks.entries()) {
-      await store.delete(n);
-      if (i === 0) killPoint('prune:deleting');
-    }
-    for (const n of intent.superseded) await store.delete(n);
-    await publishEnd(store, sealer, epoch);
+    const deletion = await deleteCondemned(repo, [...intent.condemnedPacks, ...intent.superseded], () => killPoint('prune:deleting'));
+    noteObjectLock(report, deletion);
+    // Under Object Lock what is still retained is deferred: the epoch stays done but not ended,
+    // so caches keep ignoring its superseded index files and the next prune finishes it.
+    if (deletion.deferred.length === 0) await publishEnd(store, sealer, epoch);
     await repo.refreshIndex();
     await step('deleted');
     return finish(report, started);
@@ -277,6 +284,17 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
 function expiryForPoll(): number {
   const v = Number(process.env.PILOTLIGHT_LEASE_EXPIRY_MS);
   return Number.isFinite(v) && v > 0 ? v : 30 * 60_000;
+}
+
+/** Object Lock figures of one deletion, added up in the report. */
+function noteObjectLock(r: PruneReport, d: CondemnedDeletion): void {
+  if (!d.extended) return;
+  r.objectLock ??= { deferred: 0, deferredUntil: null, checked: 0, extended: 0, retainUntil: null };
+  r.objectLock.deferred += d.deferred.length;
+  for (const x of d.deferred) if (x.retainUntil && (!r.objectLock.deferredUntil || x.retainUntil > r.objectLock.deferredUntil)) r.objectLock.deferredUntil = x.retainUntil;
+  r.objectLock.checked += d.extended.checked;
+  r.objectLock.extended += d.extended.extended;
+  r.objectLock.retainUntil = d.extended.retainUntil;
 }
 
 function finish(r: PruneReport, started: number): PruneReport {

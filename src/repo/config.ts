@@ -24,11 +24,19 @@ export interface RepoConfig {
   encryption: 'aes-256-gcm' | 'none';
   /** Set by `migrate`: the repository still holds objects of this older version (its packs). */
   migratedFrom?: number;
+  /** Object Lock retention of the repository's objects (see object-lock.ts); absent: none. */
+  objectLock?: { mode: 'COMPLIANCE' | 'GOVERNANCE'; days: number };
 }
 
 type ConfigJson = RepoConfig & { auth?: string };
 
-export function newConfig(options: { encrypted: boolean; compression?: CodecName; packSize?: number; version?: number }): RepoConfig {
+export function newConfig(options: {
+  encrypted: boolean;
+  compression?: CodecName;
+  packSize?: number;
+  version?: number;
+  objectLock?: { mode: 'COMPLIANCE' | 'GOVERNANCE'; days: number };
+}): RepoConfig {
   return {
     format: 'pilotlight',
     version: options.version ?? FORMAT_VERSION,
@@ -38,6 +46,7 @@ export function newConfig(options: { encrypted: boolean; compression?: CodecName
     packSize: options.packSize ?? DEFAULT_PACK_SIZE,
     compression: options.compression ?? 'zstd',
     encryption: options.encrypted ? 'aes-256-gcm' : 'none',
+    ...(options.objectLock ? { objectLock: options.objectLock } : {}),
   };
 }
 
@@ -80,6 +89,9 @@ export function parseConfig(bytes: Buffer, location: string): RepoConfig & { aut
   }
   if (c.version < 1 || !Number.isInteger(c.version)) throw new UserError(`${location}: bad format version ${c.version}`);
   checkParameters(c, location);
+  if (c.objectLock !== undefined && (!['COMPLIANCE', 'GOVERNANCE'].includes(c.objectLock?.mode) || !(c.objectLock.days > 0))) {
+    throw new UserError(`${location}: bad objectLock in config: ${JSON.stringify(c.objectLock)}`);
+  }
   return c;
 }
 

@@ -12,6 +12,7 @@ import { KeyedHasher, createKeyedHasher } from './hasher.js';
 import { IndexEntry } from './index-file.js';
 import { MasterKey, OpenedKey, newMasterKey, openKeyFile, writeKeyFile } from './keyfile.js';
 import { LocalCache } from './local-cache.js';
+import { ObjectLockConfig, applyObjectLock, checkObjectLockStore } from './object-lock.js';
 import { RepoSealer } from './repo-sealer.js';
 
 export interface Credentials {
@@ -71,6 +72,8 @@ export interface InitOptions extends Credentials {
   encrypted: boolean;
   compression?: 'zstd' | 'lz4' | 'none';
   packSize?: number;
+  /** Object Lock: put every object a snapshot needs with a retain-until date (S3 buckets with Object Lock only). */
+  objectLock?: ObjectLockConfig;
   /** Format version to create (default: the newest). Version 1 exists for tests and benchmarks of old repositories. */
   version?: 1 | 2;
 }
@@ -106,8 +109,10 @@ export class Repository {
     if (options.encrypted && !password) {
       throw new UserError('an encrypted repository needs a password: set PILOTLIGHT_PASSWORD, or pass --password-file or --password-command (or use --no-encryption)');
     }
+    if (options.objectLock) await checkObjectLockStore(store, options.objectLock);
     const version = options.version ?? FORMAT_VERSION;
     const config = newConfig({ ...options, version });
+    applyObjectLock(store, config.objectLock);
     const master = newMasterKey(options.encrypted);
     const keyName = `${KEYS_PREFIX}${randomBytes(16).toString('hex')}`;
     await store.put(keyName, await writeKeyFile(master, password, keyName, version >= 2 ? 2 : 1), { ifNotExists: true });
@@ -145,6 +150,7 @@ export class Repository {
       throw new IntegrityError(`config says format version ${header.version} but key file ${opened.name} is version 2: the config was replaced by an older one`);
     }
     const config = authenticateConfig(header, master, store.location);
+    applyObjectLock(store, config.objectLock);
     return Repository.fromParts(store, config, master, { name: opened.name, version: opened.version }, cacheRoot);
   }
 

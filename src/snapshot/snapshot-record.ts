@@ -4,6 +4,7 @@ import { IntegrityError, UserError } from '../repo/errors.js';
 import { AD, SNAPSHOTS_PREFIX } from '../repo/format.js';
 import { readFences, recordCommitted } from '../repo/fence.js';
 import { Repository } from '../repo/repository.js';
+import { tombstonedIds } from './protection.js';
 
 export interface DiskRecord {
   /** The source's name for the disk (`scsi0:0`, an image file name). */
@@ -39,7 +40,14 @@ export interface SnapshotRecord {
   version: 1 | 2;
   id: string;
   vm: string;
+  /**
+   * The consistency point: when the source's content was frozen (the vSphere snapshot
+   * was taken, a file backup started reading, or --taken-at). Retention and "latest"
+   * go by this time.
+   */
   time: string;
+  /** When the record was committed (absent in records written before it was added). */
+  committed?: string;
   parent: string | null;
   host: string;
   source: string;
@@ -242,11 +250,17 @@ export class SnapshotCatalog {
     await (await this.repo.cache()).deleteRecord(name);
   }
 
-  /** Every committed snapshot, oldest first; with vm, only that vm's. Records of fenced backups that no prune accepted are not committed. */
+  /**
+   * Every committed snapshot, oldest first; with vm, only that vm's. Records of fenced backups
+   * that no prune accepted are not committed; forgotten snapshots whose record Object Lock
+   * still retains (tombstones) are left out.
+   */
   async list(vm?: string): Promise<SnapshotRecord[]> {
+    const forgotten = await tombstonedIds(this.repo);
     const fences = await readFences(this.repo.store);
     const out: SnapshotRecord[] = [];
     for (const name of await this.names(vm)) {
+      if (forgotten.has(this.parseName(name)!.id)) continue;
       const r = await this.loadName(name);
       if ((vm === undefined || r.vm === vm) && recordCommitted(fences, r.id, r.lease)) out.push(r);
     }

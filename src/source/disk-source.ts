@@ -9,6 +9,12 @@
 export interface DiskSource {
   /** What is being backed up: a VM name, or the image files' names. */
   readonly vm: string;
+  /**
+   * The consistency point: when the content being read was frozen (the vSphere snapshot
+   * was taken, a file backup started reading, the image's own snapshot time). The
+   * snapshot record's `time`; the engine uses the backup's start when a source has none.
+   */
+  readonly consistencyTime?: Date;
   /** The disks, in the order the snapshot records them (index 0 is the boot disk). */
   disks(): Promise<SourceDisk[]>;
   /** Releases the source (removes the vSphere snapshot, closes files). Idempotent. */

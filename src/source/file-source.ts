@@ -10,6 +10,11 @@ export interface FileSourceOptions {
   changedExtents?: (string | undefined)[];
   /** Read every byte, ignoring holes and change lists. */
   full?: boolean;
+  /**
+   * When the images' content was frozen (an LVM/ZFS/array snapshot taken earlier).
+   * Default: when the source is opened, just before reading starts.
+   */
+  takenAt?: Date;
 }
 
 /**
@@ -21,10 +26,13 @@ export class FileSource implements DiskSource {
   private constructor(
     readonly vm: string,
     private readonly list: FileDisk[],
+    readonly consistencyTime: Date,
   ) {}
 
   static async open(vm: string, images: string[], options: FileSourceOptions = {}): Promise<FileSource> {
     if (images.length === 0) throw new UserError('no image given');
+    const consistencyTime = options.takenAt ?? new Date();
+    if (!Number.isFinite(consistencyTime.getTime())) throw new UserError('the time the images were taken at is not a valid date');
     const disks: FileDisk[] = [];
     try {
       for (let i = 0; i < images.length; i++) {
@@ -34,7 +42,7 @@ export class FileSource implements DiskSource {
       await Promise.all(disks.map((d) => d.close()));
       throw err;
     }
-    return new FileSource(vm, disks);
+    return new FileSource(vm, disks, consistencyTime);
   }
 
   async disks(): Promise<SourceDisk[]> {

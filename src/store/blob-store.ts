@@ -38,6 +38,35 @@ export interface BlobStore {
   delete(name: string): Promise<void>;
   /** Releases connections and handles. The store is unusable afterwards. */
   close(): Promise<void>;
+  /** Object Lock (WORM retention), where the backend has it (S3 with Object Lock); decorators pass it through. */
+  readonly objectLock?: ObjectLockControl;
+}
+
+export type ObjectLockMode = 'COMPLIANCE' | 'GOVERNANCE';
+
+export interface ObjectLockSettings {
+  mode: ObjectLockMode;
+  /** Every put of a name `appliesTo` accepts is retained until now + periodMs. */
+  periodMs: number;
+  appliesTo: (name: string) => boolean;
+}
+
+/**
+ * Object Lock retention of a store. Once `configure`d:
+ * - put of a name `appliesTo` accepts carries a retain-until date (now + periodMs);
+ * - delete removes every version of the name (a versioned bucket would otherwise only
+ *   hide it behind a delete marker) and fails with BlobLockedError while any version
+ *   is retained.
+ */
+export interface ObjectLockControl {
+  /** Whether the bucket has Object Lock enabled (it can only be enabled when the bucket is created). */
+  bucketLockEnabled(): Promise<boolean>;
+  configure(settings: ObjectLockSettings): void;
+  readonly settings: ObjectLockSettings | undefined;
+  /** The retain-until date of the current version; null when it has none; BlobNotFoundError when missing. */
+  retainUntil(name: string): Promise<Date | null>;
+  /** Extends the current version's retention to `until` (Object Lock never shortens one). */
+  extend(name: string, until: Date): Promise<void>;
 }
 
 export interface StoreCapabilities {
@@ -83,6 +112,22 @@ export class BlobRangeError extends Error {
   constructor(readonly blobName: string, range: ByteRange, size: number) {
     super(`range ${range.offset}+${range.length} is past the end of ${blobName} (${size} bytes)`);
   }
+}
+
+/** A delete refused because the object is under Object Lock retention until `retainUntil`. */
+export class BlobLockedError extends Error {
+  readonly code = 'BLOB_LOCKED';
+  constructor(
+    readonly blobName: string,
+    location: string,
+    readonly retainUntil: Date | null,
+  ) {
+    super(`object ${blobName} in ${location} is under Object Lock retention${retainUntil ? ` until ${retainUntil.toISOString()}` : ''} and cannot be deleted before then`);
+  }
+}
+
+export function isLocked(err: unknown): err is { code: 'BLOB_LOCKED'; retainUntil: Date | null; message: string } {
+  return err instanceof BlobLockedError || (err as { code?: string })?.code === 'BLOB_LOCKED';
 }
 
 const NAME_RE = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;

@@ -1,4 +1,4 @@
-import { BlobInfo, BlobStore, ByteRange, PutOptions, StoreCapabilities } from './blob-store.js';
+import { BlobInfo, BlobStore, ByteRange, ObjectLockControl, PutOptions, StoreCapabilities } from './blob-store.js';
 
 /**
  * Request accounting, so that users can estimate their bill: how many requests of
@@ -109,6 +109,11 @@ export class MeteredStore implements BlobStore {
 
   get capabilities(): StoreCapabilities {
     return this.inner.capabilities;
+  }
+
+  /** Passed through: its requests are counted on the wire (S3 reports every request). */
+  get objectLock(): ObjectLockControl | undefined {
+    return this.inner.objectLock;
   }
 
   /** A snapshot (a copy): later requests do not change it. */

@@ -2,6 +2,7 @@ import {
   BlobInfo,
   BlobStore,
   ByteRange,
+  ObjectLockControl,
   PutOptions,
   StoreCapabilities,
 } from './blob-store.js';
@@ -68,6 +69,21 @@ export class RetryingStore implements BlobStore {
 
   get capabilities(): StoreCapabilities {
     return this.inner.capabilities;
+  }
+
+  /** The inner store's Object Lock control, its calls retried like every other. */
+  get objectLock(): ObjectLockControl | undefined {
+    const c = this.inner.objectLock;
+    if (!c) return undefined;
+    return {
+      bucketLockEnabled: () => this.retry('objectLock', 'GetObjectLockConfiguration', () => c.bucketLockEnabled()),
+      configure: (settings) => c.configure(settings),
+      get settings() {
+        return c.settings;
+      },
+      retainUntil: (name) => this.retry('objectLock', `retention of ${name}`, () => c.retainUntil(name)),
+      extend: (name, until) => this.retry('objectLock', `extend retention of ${name}`, () => c.extend(name, until)),
+    };
   }
 
   /** Retries performed so far, all operations together. */

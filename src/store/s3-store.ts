@@ -3,20 +3,27 @@ import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  GetObjectLockConfigurationCommand,
+  GetObjectRetentionCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListObjectVersionsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
+  PutObjectRetentionCommand,
   S3Client,
   StorageClass,
 } from '@aws-sdk/client-s3';
 import {
   BlobExistsError,
   BlobInfo,
+  BlobLockedError,
   BlobNotFoundError,
   BlobRangeError,
   BlobStore,
   ByteRange,
+  ObjectLockControl,
+  ObjectLockSettings,
   PutOptions,
   StoreCapabilities,
   checkBlobName,
@@ -118,6 +125,10 @@ const OPERATION_CLASS: Record<string, RequestClass> = {
   HeadObject: 'head',
   HeadBucket: 'head',
   ListObjectsV2: 'list',
+  ListObjectVersions: 'list',
+  GetObjectLockConfiguration: 'get',
+  GetObjectRetention: 'get',
+  PutObjectRetention: 'put',
   ListParts: 'list',
   ListMultipartUploads: 'list',
   DeleteObject: 'delete',
@@ -164,6 +175,9 @@ export class S3Store implements BlobStore, RequestReporter {
   private readonly partConcurrency: number;
   private readonly endpointText: string;
   private readonly listeners: ((r: WireRequest) => void)[] = [];
+  private lock?: ObjectLockSettings;
+  /** Object Lock retention (see ObjectLockControl and docs/FORMAT.md, "Object Lock"). */
+  readonly objectLock: ObjectLockControl;
 
   constructor(options: S3StoreOptions) {
     if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(options.bucket)) {
@@ -206,6 +220,106 @@ export class S3Store implements BlobStore, RequestReporter {
       this.ownsClient = true;
     }
     this.installMeter();
+    const store = this;
+    this.objectLock = {
+      bucketLockEnabled: () => this.bucketLockEnabled(),
+      configure: (settings) => {
+        this.lock = settings;
+      },
+      get settings() {
+        return store.lock;
+      },
+      retainUntil: (name) => this.retainUntil(name),
+      extend: (name, until) => this.extendRetention(name, until),
+    };
+  }
+
+  private async bucketLockEnabled(): Promise<boolean> {
+    try {
+      const out = await this.client.send(new GetObjectLockConfigurationCommand({ Bucket: this.bucket }));
+      return out.ObjectLockConfiguration?.ObjectLockEnabled === 'Enabled';
+    } catch (err) {
+      const code = s3ErrorCode(err);
+      if (code === 'ObjectLockConfigurationNotFoundError' || code === 'ObjectLockConfigurationNotFound') return false;
+      throw this.translate(err, `GetObjectLockConfiguration ${this.bucket}`);
+    }
+  }
+
+  /** Object Lock headers for a put of `name`: none unless configured and it applies. */
+  private lockFields(name: string): { ObjectLockMode?: 'COMPLIANCE' | 'GOVERNANCE'; ObjectLockRetainUntilDate?: Date } {
+    if (!this.lock || !this.lock.appliesTo(name)) return {};
+    return { ObjectLockMode: this.lock.mode, ObjectLockRetainUntilDate: new Date(Date.now() + this.lock.periodMs) };
+  }
+
+  private async retainUntil(name: string): Promise<Date | null> {
+    const key = this.key(name);
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return out.ObjectLockRetainUntilDate ? new Date(out.ObjectLockRetainUntilDate) : null;
+    } catch (err) {
+      if (errorStatus(err) === 404 || s3ErrorCode(err) === 'NotFound') throw new BlobNotFoundError(name, this.location);
+      throw this.translate(err, `HeadObject ${key}`);
+    }
+  }
+
+  private async extendRetention(name: string, until: Date): Promise<void> {
+    const key = this.key(name);
+    await this.send(
+      new PutObjectRetentionCommand({ Bucket: this.bucket, Key: key, Retention: { Mode: this.lock?.mode ?? 'COMPLIANCE', RetainUntilDate: until } }),
+      `PutObjectRetention ${key}`,
+    );
+  }
+
+  /** Every version and delete marker of exactly `key`. */
+  private async versionsOf(key: string): Promise<{ versions: string[]; markers: string[] }> {
+    const versions: string[] = [];
+    const markers: string[] = [];
+    let keyMarker: string | undefined;
+    let versionMarker: string | undefined;
+    for (;;) {
+      const page = await this.send<{
+        Versions?: { Key?: string; VersionId?: string }[];
+        DeleteMarkers?: { Key?: string; VersionId?: string }[];
+        IsTruncated?: boolean;
+        NextKeyMarker?: string;
+        NextVersionIdMarker?: string;
+      }>(
+        new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: key, KeyMarker: keyMarker, VersionIdMarker: versionMarker, MaxKeys: 1000 }),
+        `ListObjectVersions ${key}`,
+      );
+      for (const v of page.Versions ?? []) if (v.Key === key && v.VersionId) versions.push(v.VersionId);
+      for (const m of page.DeleteMarkers ?? []) if (m.Key === key && m.VersionId) markers.push(m.VersionId);
+      if (!page.IsTruncated) return { versions, markers };
+      if (!page.NextKeyMarker || page.NextKeyMarker > key) return { versions, markers };
+      keyMarker = page.NextKeyMarker;
+      versionMarker = page.NextVersionIdMarker;
+    }
+  }
+
+  /**
+   * Delete under Object Lock: every version of the key, then its delete markers, so that
+   * the space is really freed. A retained version fails the delete (AccessDenied "forbidden
+   * by object lock"): BlobLockedError with its date, and the object stays readable.
+   */
+  private async deleteAllVersions(name: string): Promise<void> {
+    const key = this.key(name);
+    const { versions, markers } = await this.versionsOf(key);
+    for (const versionId of versions) {
+      try {
+        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key, VersionId: versionId }));
+      } catch (err) {
+        if (s3ErrorCode(err) === 'NoSuchKey' || s3ErrorCode(err) === 'NoSuchVersion') continue;
+        if (errorStatus(err) === 403 || s3ErrorCode(err) === 'AccessDenied') {
+          const r = await this.client.send(new GetObjectRetentionCommand({ Bucket: this.bucket, Key: key, VersionId: versionId })).catch(() => undefined);
+          const until = r?.Retention?.RetainUntilDate ? new Date(r.Retention.RetainUntilDate) : null;
+          if (until || /object lock/i.test(String((err as Error)?.message))) throw new BlobLockedError(name, this.location, until);
+        }
+        throw this.translate(err, `DeleteObject ${key} version ${versionId}`);
+      }
+    }
+    for (const versionId of markers) {
+      await this.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key, VersionId: versionId }), `DeleteObject ${key} (delete marker)`);
+    }
   }
 
   get capabilities(): StoreCapabilities {
@@ -375,18 +489,25 @@ export class S3Store implements BlobStore, RequestReporter {
       if (this.autoProbe) await this.probeConditionalPut();
       if (!this.caps.conditionalPut && (await this.head(name))) throw new BlobExistsError(name, this.location);
       try {
-        await this.putSingle(key, body, storageClass, `PutObject ${key}`, this.caps.conditionalPut);
+        await this.putSingle(key, body, storageClass, `PutObject ${key}`, this.caps.conditionalPut, this.lockFields(name));
       } catch (err) {
         if ((err as S3StoreError).status === 412) throw new BlobExistsError(name, this.location);
         throw err;
       }
       return;
     }
-    if (body.length > this.multipartThreshold) await this.putMultipart(key, body, storageClass);
-    else await this.putSingle(key, body, storageClass, `PutObject ${key}`, false);
+    if (body.length > this.multipartThreshold) await this.putMultipart(key, body, storageClass, this.lockFields(name));
+    else await this.putSingle(key, body, storageClass, `PutObject ${key}`, false, this.lockFields(name));
   }
 
-  private async putSingle(key: string, body: Buffer, storageClass: StorageClass | undefined, what: string, ifNoneMatch: boolean): Promise<void> {
+  private async putSingle(
+    key: string,
+    body: Buffer,
+    storageClass: StorageClass | undefined,
+    what: string,
+    ifNoneMatch: boolean,
+    lock: ReturnType<S3Store['lockFields']> = {},
+  ): Promise<void> {
     await this.send(
       new PutObjectCommand({
         Bucket: this.bucket,
@@ -396,6 +517,7 @@ export class S3Store implements BlobStore, RequestReporter {
         ContentMD5: md5(body).toString('base64'),
         StorageClass: storageClass,
         IfNoneMatch: ifNoneMatch ? '*' : undefined,
+        ...lock,
       }),
       what,
     );
@@ -406,7 +528,7 @@ export class S3Store implements BlobStore, RequestReporter {
     return Math.max(this.partSize, Math.ceil(size / MAX_PARTS));
   }
 
-  private async putMultipart(key: string, body: Buffer, storageClass: StorageClass | undefined): Promise<void> {
+  private async putMultipart(key: string, body: Buffer, storageClass: StorageClass | undefined, lock: ReturnType<S3Store['lockFields']> = {}): Promise<void> {
     const partSize = this.partSizeFor(body.length);
     const count = Math.ceil(body.length / partSize);
     const upload = await MultipartUpload.start({
@@ -414,7 +536,7 @@ export class S3Store implements BlobStore, RequestReporter {
       bucket: this.bucket,
       key,
       send: (command, what) => this.send(command, what),
-      create: { StorageClass: storageClass },
+      create: { StorageClass: storageClass, ...lock },
       mismatch: (message) => new S3StoreError(message, 'S3_INTEGRITY', true),
     });
     try {
@@ -535,6 +657,7 @@ export class S3Store implements BlobStore, RequestReporter {
   }
 
   async delete(name: string): Promise<void> {
+    if (this.lock) return this.deleteAllVersions(name);
     const key = this.key(name);
     try {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
@@ -551,6 +674,11 @@ export class S3Store implements BlobStore, RequestReporter {
    * some S3-compatible servers do not accept). Missing objects are fine.
    */
   async deleteMany(names: string[]): Promise<void> {
+    if (this.lock) {
+      // Versions must go one by one (DeleteObjects without version ids only adds delete markers).
+      for (const n of names) await this.deleteAllVersions(n);
+      return;
+    }
     const keys = names.map((n) => this.key(n));
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);

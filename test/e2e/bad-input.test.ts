@@ -3,37 +3,14 @@
  * repository exactly as it was.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { RunResult, ok, run, scratch } from '../support/cli.js';
+import { assertCleanFailure, ok, run, scratch } from '../support/cli.js';
+import { fingerprint } from '../support/files.js';
 import { makeImage } from '../support/images.js';
 
 const MiB = 1 << 20;
-
-/** Every file of the repository with a hash of its content. */
-async function fingerprint(dir: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const walk = async (d: string) => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else out.set(path.relative(dir, p), createHash('sha256').update(await fsp.readFile(p)).digest('hex'));
-    }
-  };
-  await walk(dir);
-  return out;
-}
-
-function assertCleanFailure(r: RunResult, pattern: RegExp): void {
-  assert.notEqual(r.code, 0, `expected failure, got exit 0: ${r.stdout}`);
-  const lines = r.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
-  assert.match(lines[0]!, /^pilotlight: /);
-  assert.match(lines[0]!, pattern);
-  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
-}
 
 describe('bad input', () => {
   let s: Awaited<ReturnType<typeof scratch>>;

@@ -1,4 +1,5 @@
 /** Runs the real CLI (bin/pilotlight.js) as a child process, as a user would. */
+import assert from 'node:assert/strict';
 import { ChildProcess, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -46,4 +47,14 @@ export async function scratch(name: string): Promise<{ dir: string; env: Record<
     env: { PILOTLIGHT_CACHE_DIR: path.join(dir, 'cache'), PILOTLIGHT_PASSWORD: 'correct horse battery staple' },
     cleanup: () => fsp.rm(dir, { recursive: true, force: true }),
   };
+}
+
+/** A refused command: non-zero exit, exactly one `pilotlight: ...` line on stderr matching `pattern`, no stack trace. */
+export function assertCleanFailure(r: RunResult, pattern: RegExp): void {
+  assert.notEqual(r.code, 0, `expected failure, got exit 0: ${r.stdout}`);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0]!, /^pilotlight: /);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
 }

@@ -14,3 +14,11 @@ export async function listFiles(dir: string): Promise<string[]> {
   await walk(dir);
   return out.sort();
 }
+
+/** Every file below `dir` with a SHA-256 of its content: equal fingerprints mean nothing was written or deleted. */
+export async function fingerprint(dir: string): Promise<Map<string, string>> {
+  const { createHash } = await import('node:crypto');
+  const out = new Map<string, string>();
+  for (const f of await listFiles(dir)) out.set(path.relative(dir, f), createHash('sha256').update(await fsp.readFile(f)).digest('hex'));
+  return out;
+}

@@ -181,6 +181,8 @@ export class VsphereSource implements DiskSource {
   vm = '';
   vmRef!: MoRef;
   snapshotRef?: MoRef;
+  /** When the backup's vSphere snapshot was taken. */
+  consistencyTime?: Date;
   worker?: VddkWorker;
   /** What the run did that a user should know ("enabled CBT"). */
   readonly notes: string[] = [];
@@ -268,6 +270,11 @@ export class VsphereSource implements DiskSource {
     const result = await this.client.waitForTask(task, `CreateSnapshot_Task${this.opts.quiesce ? ' (quiesced)' : ''}`);
     this.snapshotRef = parseMoRef(result.result);
     if (!this.snapshotRef?.value) throw new Error('CreateSnapshot_Task succeeded but returned no snapshot');
+    // The consistency point: the snapshot's createTime as vSphere recorded it (the time
+    // before the call when vSphere does not say).
+    const tree = snapshotTree(children((await this.client.properties(this.vmRef, ['snapshot'])).get('snapshot'), 'rootSnapshotList'));
+    const created = Date.parse(tree.find((n) => n.ref === this.snapshotRef!.value)?.created ?? '');
+    this.consistencyTime = new Date(Number.isFinite(created) ? created : Date.parse(when));
 
     const devices = (await this.client.properties(this.snapshotRef, ['config.hardware.device'])).get('config.hardware.device');
     const disks = virtualDisks(devices);
