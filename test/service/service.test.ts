@@ -214,6 +214,25 @@ describe('pilotlight run', () => {
     assert.match(r2.stderr, /OUTSIDE RPO/);
   });
 
+  it('--once with a retention policy forgets what the policy no longer keeps (keepLast: 2 after three runs)', async () => {
+    const cfgFile = path.join(s.dir, 'keep.yaml');
+    await makeImage(path.join(s.dir, 'kept.img'), MiB, [{ offset: 0, length: MiB, kind: 'text' }], 9);
+    await fsp.writeFile(
+      cfgFile,
+      `repositories:\n  main:\n    location: ${s.dir}/repo\n    password: { env: PL_TEST_REPO_PW }\nsources:\n  kept: { file: { images: [${s.dir}/kept.img] } }\n` +
+        `jobs:\n  - { name: k, repository: main, vms: [kept], every: 15m, retention: { keepLast: 2 } }\n`,
+    );
+    const made: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await run(['run', '--config', cfgFile, '--once'], env);
+      assert.equal(r.code, 0, r.stderr);
+      const list = (await ok(['--repo', path.join(s.dir, 'repo'), 'snapshots', '--vm', 'kept', '--json'], env)).json as { id: string }[];
+      made.push(list[list.length - 1]!.id);
+    }
+    const left = ((await ok(['--repo', path.join(s.dir, 'repo'), 'snapshots', '--vm', 'kept', '--json'], env)).json as { id: string }[]).map((x) => x.id);
+    assert.deepEqual(left, made.slice(1), 'the two newest are kept, the oldest forgotten');
+  });
+
   it('a committed backup whose EBS shadow step fails reports the snapshot and the step, exit 4', async () => {
     const noAws = { AWS_REGION: '', AWS_DEFAULT_REGION: '', AWS_CONFIG_FILE: path.join(s.dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: path.join(s.dir, 'none'), AWS_ENDPOINT_URL_EBS: '' };
     const r = await run(['--repo', path.join(s.dir, 'repo'), '--json', 'backup', 'file', path.join(s.dir, 'steady.img'), '--vm', 'steady', '--ebs-shadow'], { ...env, ...noAws });
