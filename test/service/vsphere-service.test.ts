@@ -58,7 +58,7 @@ describe('pilotlight run on a vSphere source', () => {
     const svc = startService(['--config', cfg, '--metrics-listen', `127.0.0.1:${port}`, '--log-format', 'json'], env);
     try {
       await waitFor('a first vSphere backup', async () => (sample(await scrape(port), 'pilotlight_backup_runs_total', { vm: 'db01', result: 'success' }) ?? 0) >= 1, 90_000);
-      await waitFor('the next backup running', async () => (sample(await scrape(port), 'pilotlight_backups_running', {}) ?? 0) >= 1 && (await snapshotsOnVm()) > 0, 30_000);
+      await waitFor('the next backup running', async () => (sample(await scrape(port), 'pilotlight_backups_running', {}) ?? 0) >= 1 && (await snapshotsOnVm()) > 0, 90_000, 100);
       const t = Date.now();
       svc.child.kill('SIGTERM');
       const { code } = await svc.exited;
