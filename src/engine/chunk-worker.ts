@@ -13,6 +13,7 @@ import { Sealer } from '../repo/crypto.js';
 import { ID_BYTES } from '../repo/format.js';
 import { createKeyedHasher } from '../repo/hasher.js';
 import type { BlobRef, WorkerReply, WorkerRequest, WorkerSetup } from './worker-pool.js';
+import { nonZeroRuns } from './zero-runs.js';
 
 const setup = workerData as WorkerSetup;
 const hasher = await createKeyedHasher(setup.idKey);
@@ -82,7 +83,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
         }
       });
       const { buf, refs } = pack(plains);
-      const out = refs.map((r, k) => (errors.has(k) ? { error: errors.get(k)! } : r));
+      const out = refs.map((r, k) => (errors.has(k) ? { error: errors.get(k)! } : msg.runs ? { ...r, runs: nonZeroRuns(plains[k]!) } : r));
       return { reply: { op: 'decoded', seq: msg.seq, plain: buf, refs: out }, transfer: [buf] };
     }
     case 'hashPlain': {

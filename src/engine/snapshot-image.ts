@@ -158,17 +158,18 @@ export class SnapshotImage implements DiskImage {
       id: g.e.id,
       what: `chunk ${g.e.id.toString('hex')} in ${name}`,
     }));
-    const plains = await this.pool.decode(bytes, items);
+    const plains = await this.pool.decodeWithRuns(bytes, items);
     plains.forEach((p, j) => {
       const g = group[j]!;
       if ('error' in p) {
         throw new DataIntegrityError(`snapshot ${this.record.id} disk ${this.disk.name}: ${p.error}`, [g.e.id.toString('hex')]);
       }
       const slot = out[g.k]!;
-      if (p.length !== slot.length) {
-        throw new DataIntegrityError(`chunk ${g.e.id.toString('hex')} has ${p.length} bytes, expected ${slot.length}`, [g.e.id.toString('hex')]);
+      if (p.data.length !== slot.length) {
+        throw new DataIntegrityError(`chunk ${g.e.id.toString('hex')} has ${p.data.length} bytes, expected ${slot.length}`, [g.e.id.toString('hex')]);
       }
-      slot.data = p;
+      slot.data = p.data;
+      slot.runs = p.runs;
     });
   }
 

@@ -17,15 +17,23 @@ export interface BlobRef {
 export type WorkerRequest =
   | { op: 'hash'; seq: number; buf: ArrayBuffer; lengths: number[] }
   | { op: 'encode'; seq: number; which: number[]; codec: number }
-  | { op: 'decode'; seq: number; data: ArrayBuffer; items: (BlobRef & { id: Uint8Array; what: string })[] }
+  | { op: 'decode'; seq: number; data: ArrayBuffer; items: (BlobRef & { id: Uint8Array; what: string })[]; runs?: boolean }
   | { op: 'hashPlain'; seq: number; items: Uint8Array[] };
 
 export type WorkerReply =
   | { op: 'hashed'; seq: number; ids: Uint8Array; isZero: boolean[] }
   | { op: 'encoded'; seq: number; blobs: ArrayBuffer; refs: BlobRef[]; buf: ArrayBuffer }
-  | { op: 'decoded'; seq: number; plain: ArrayBuffer; refs: (BlobRef | { error: string })[] }
+  | { op: 'decoded'; seq: number; plain: ArrayBuffer; refs: ((BlobRef & { runs?: number[] }) | { error: string })[] }
   | { op: 'hashedPlain'; seq: number; ids: Uint8Array[] }
   | { op: 'error'; seq: number; message: string };
+
+export type DecodeItem = BlobRef & { id: Uint8Array; what: string };
+
+/** A verified plaintext and, when asked for, its non-zero runs ([start, length, ...]). */
+export interface DecodedBlob {
+  data: Buffer;
+  runs: number[];
+}
 
 type Reply<K extends WorkerReply['op']> = Extract<WorkerReply, { op: K }>;
 
@@ -120,12 +128,21 @@ export class WorkerPool {
    * Opens, decompresses and verifies blobs held in `data` at the given places.
    * `data` is moved to the worker when it owns its whole ArrayBuffer, else copied.
    */
-  async decode(data: Buffer, items: (BlobRef & { id: Uint8Array; what: string })[]): Promise<(Buffer | { error: string })[]> {
+  async decode(data: Buffer, items: DecodeItem[]): Promise<(Buffer | { error: string })[]> {
+    return (await this.decodeBlobs(data, items, false)).map((d) => ('error' in d ? d : d.data));
+  }
+
+  /** As decode, with each plaintext's non-zero 4 KiB runs (zero-runs.ts) found in the worker. */
+  decodeWithRuns(data: Buffer, items: DecodeItem[]): Promise<(DecodedBlob | { error: string })[]> {
+    return this.decodeBlobs(data, items, true);
+  }
+
+  private async decodeBlobs(data: Buffer, items: DecodeItem[], runs: boolean): Promise<(DecodedBlob | { error: string })[]> {
     const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer);
     const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
     const seq = this.nextSeq++;
-    const r = await this.call<Reply<'decoded'>>(this.pick(), { op: 'decode', seq, data: ab as ArrayBuffer, items }, [ab as ArrayBuffer]);
-    return r.refs.map((ref) => ('error' in ref ? ref : Buffer.from(r.plain, ref.offset, ref.length)));
+    const r = await this.call<Reply<'decoded'>>(this.pick(), { op: 'decode', seq, data: ab as ArrayBuffer, items, runs }, [ab as ArrayBuffer]);
+    return r.refs.map((ref) => ('error' in ref ? ref : { data: Buffer.from(r.plain, ref.offset, ref.length), runs: ref.runs ?? [] }));
   }
 
   async hashPlain(items: Uint8Array[]): Promise<Buffer[]> {
