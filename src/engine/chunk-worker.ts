@@ -13,12 +13,23 @@ import { Sealer } from '../repo/crypto.js';
 import { ID_BYTES } from '../repo/format.js';
 import { createKeyedHasher } from '../repo/hasher.js';
 import type { BlobRef, WorkerReply, WorkerRequest, WorkerSetup } from './worker-pool.js';
+import { GcPacer } from './gc-pacer.js';
 import { nonZeroRuns } from './zero-runs.js';
 
 const setup = workerData as WorkerSetup;
 const hasher = await createKeyedHasher(setup.idKey);
 const sealer = new Sealer(setup.encryptionKey ? Buffer.from(setup.encryptionKey) : null);
-const codec = new BlobCodec(sealer, new Compression(setup.zstdLevel), hasher);
+/** Compression whose next decompression lands where `target` says (decode writes plaintexts in place). */
+class TargetedCompression extends Compression {
+  target: Uint8Array | null = null;
+  override decompress(codec: Codec, data: Uint8Array): Uint8Array {
+    const t = this.target;
+    this.target = null;
+    return t ? this.decompressInto(codec, data, t) : super.decompress(codec, data);
+  }
+}
+const compression = new TargetedCompression(setup.zstdLevel);
+const codec = new BlobCodec(sealer, compression, hasher);
 const held = new Map<number, { buf: ArrayBuffer; lengths: number[] }>();
 let zero = Buffer.alloc(64 * 1024);
 
@@ -47,6 +58,16 @@ function pack(parts: Uint8Array[]): { buf: ArrayBuffer; refs: BlobRef[] } {
   return { buf, refs };
 }
 
+/** Where each item's plaintext sits in a buffer of plaintexts laid end to end. */
+function placed(items: { plainLength?: number }[]): BlobRef[] {
+  let o = 0;
+  return items.map((it) => {
+    const r = { offset: o, length: it.plainLength! };
+    o += it.plainLength!;
+    return r;
+  });
+}
+
 function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer[] } {
   switch (msg.op) {
     case 'hash': {
@@ -73,18 +94,27 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
     case 'decode': {
       const data = Buffer.from(msg.data);
       const errors = new Map<number, string>();
+      // Plaintexts are decompressed straight into place: into the caller's shared
+      // buffer (`into`), else into one new buffer when their lengths are known.
+      const sized = msg.items.every((it) => it.plainLength !== undefined);
+      const own = !msg.into && sized ? new ArrayBuffer(msg.items.reduce((t, it) => t + it.plainLength!, 0)) : null;
+      const refs: BlobRef[] | null = msg.into ? msg.into.offsets.map((o, k) => ({ offset: o, length: msg.items[k]!.plainLength! })) : own ? placed(msg.items) : null;
+      const dest = msg.into?.buf ?? own;
       const plains: Uint8Array[] = msg.items.map((it, k) => {
         try {
           if (it.offset + it.length > data.length) throw new Error(`${it.what}: range past the end of the data read`);
+          compression.target = refs && dest ? new Uint8Array(dest, refs[k]!.offset, refs[k]!.length) : null;
           return codec.decode(data.subarray(it.offset, it.offset + it.length), it.id, it.what);
         } catch (err) {
           errors.set(k, (err as Error).message);
           return new Uint8Array(0);
+        } finally {
+          compression.target = null;
         }
       });
-      const { buf, refs } = pack(plains);
-      const out = refs.map((r, k) => (errors.has(k) ? { error: errors.get(k)! } : msg.runs ? { ...r, runs: nonZeroRuns(plains[k]!) } : r));
-      return { reply: { op: 'decoded', seq: msg.seq, plain: buf, refs: out }, transfer: [buf] };
+      const packed = refs ? { buf: own, refs } : pack(plains);
+      const out = packed.refs.map((r, k) => (errors.has(k) ? { error: errors.get(k)! } : msg.runs ? { ...r, runs: nonZeroRuns(plains[k]!) } : r));
+      return { reply: { op: 'decoded', seq: msg.seq, plain: packed.buf, refs: out }, transfer: packed.buf ? [packed.buf] : [] };
     }
     case 'hashPlain': {
       return { reply: { op: 'hashedPlain', seq: msg.seq, ids: msg.items.map((d) => hasher.hash(d)) }, transfer: [] };
@@ -92,10 +122,25 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
   }
 }
 
+const pacer = new GcPacer();
+
+/** Bytes of short-lived buffers a request leaves behind (what it received and the codec's intermediates). */
+function garbageOf(msg: WorkerRequest): number {
+  switch (msg.op) {
+    case 'decode':
+      return msg.data.byteLength * 2;
+    case 'encode':
+      return msg.which.length * 2 * 65536;
+    default:
+      return 0;
+  }
+}
+
 parentPort!.on('message', (msg: WorkerRequest) => {
   try {
     const { reply, transfer } = handle(msg);
     parentPort!.postMessage(reply, transfer);
+    pacer.made(garbageOf(msg));
   } catch (err) {
     parentPort!.postMessage({ op: 'error', seq: msg.seq, message: (err as Error).message } satisfies WorkerReply);
   }

@@ -35,4 +35,6 @@ export interface DiskChunk {
    * granules (zero-runs.ts), when the image found it cheaply; absent means unknown.
    */
   runs?: number[];
+  /** Set on chunks with data when they were asked for with `lease`: call once `data` is no longer needed. */
+  release?: () => void;
 }

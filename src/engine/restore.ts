@@ -18,6 +18,7 @@ import {
 } from './restore-target.js';
 import { SnapshotImage, openDiskImage } from './snapshot-image.js';
 import { WorkerPool } from './worker-pool.js';
+import { GcPacer } from './gc-pacer.js';
 import { nonZeroRuns } from './zero-runs.js';
 
 export interface RestoreOptions {
@@ -245,72 +246,94 @@ interface WritePlan {
   fillZeros?: boolean;
 }
 
+/** Positioned writes to the target, up to `limit` in flight; the first failure is thrown by the next call or `drain`. */
+class WriteQueue {
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private failed: unknown = null;
+
+  constructor(
+    private readonly fh: fsp.FileHandle,
+    private readonly limit: number,
+  ) {}
+
+  /** Queues a write (waiting while `limit` are in flight); `onDone` runs when it has succeeded. */
+  async write(buf: Buffer, offset: number, onDone?: () => void): Promise<void> {
+    if (this.failed) throw this.failed;
+    const w = this.fh.write(buf, 0, buf.length, offset).then(
+      () => {
+        this.inFlight.delete(w);
+        onDone?.();
+      },
+      (err) => {
+        this.inFlight.delete(w);
+        this.failed ??= err;
+      },
+    );
+    this.inFlight.add(w);
+    if (this.inFlight.size >= this.limit) await Promise.race(this.inFlight);
+    if (this.failed) throw this.failed;
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.inFlight);
+    if (this.failed) throw this.failed;
+  }
+}
+
 /** Writes the chunks of `plan` to `fh`, several writes in flight. */
 async function writeImage(fh: fsp.FileHandle, image: SnapshotImage, plan: WritePlan, report: RestoreReport, progress?: ProgressSink): Promise<void> {
   progress?.start(image.capacity);
-  const writes = new Set<Promise<unknown>>();
-  let failed: unknown = null;
-  const write = async (buf: Buffer, offset: number): Promise<void> => {
-    const w = fh.write(buf, 0, buf.length, offset);
-    writes.add(w);
-    w.then(
-      () => writes.delete(w),
-      (err) => {
-        writes.delete(w);
-        failed ??= err;
-      },
-    );
-    if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes).catch(() => {});
-    if (failed) throw failed;
-  };
-  const zeros = plan.fillZeros ? Buffer.alloc(ZERO_BLOCK) : null;
+  const q = new WriteQueue(fh, WRITES_IN_FLIGHT);
+  const zeros = Buffer.alloc(plan.fillZeros ? ZERO_BLOCK : image.chunkSize);
   let next = 0; // first byte not yet accounted for
   const fillTo = async (end: number) => {
-    if (zeros) {
+    if (plan.fillZeros) {
       for (let o = next; o < end; o += ZERO_BLOCK) {
         const n = Math.min(ZERO_BLOCK, end - o);
-        await write(zeros.subarray(0, n), o);
+        await q.write(zeros.subarray(0, n), o);
         report.bytesWritten += n;
       }
     }
     progress?.advance(end - next);
     next = end;
   };
+  const pacer = new GcPacer();
   try {
-    for await (const c of image.chunks({ only: plan.only })) {
+    for await (const c of image.chunks({ only: plan.only, lease: true })) {
+      pacer.made(c.length);
       await fillTo(c.offset);
-      await writeChunk(c, plan.holes, write, report);
+      await writeChunk(c, plan.holes, q, zeros, report);
       progress?.advance(c.length);
       next = c.offset + c.length;
     }
     await fillTo(image.capacity);
+    await q.drain();
   } finally {
-    await Promise.allSettled(writes);
     progress?.stop();
   }
-  if (failed) throw failed;
 }
 
-async function writeChunk(c: DiskChunk, holes: boolean, write: (b: Buffer, offset: number) => Promise<void>, report: RestoreReport): Promise<void> {
+/** Writes one chunk: its non-zero 4 KiB runs only when the target reads as zeros there, else all of it. */
+async function writeChunk(c: DiskChunk, holes: boolean, q: WriteQueue, zeros: Buffer, report: RestoreReport): Promise<void> {
   if (!c.data) {
     report.chunksZero++;
     if (holes) return;
     report.chunksWritten++;
-    await write(Buffer.alloc(c.length), c.offset);
+    await q.write(zeros.subarray(0, c.length), c.offset);
     report.bytesWritten += c.length;
     return;
   }
   report.chunksWritten++;
-  if (!holes) {
-    await write(c.data, c.offset);
-    report.bytesWritten += c.length;
-    return;
-  }
-  const runs = c.runs ?? nonZeroRuns(c.data);
+  const runs = holes ? (c.runs ?? nonZeroRuns(c.data)) : [0, c.length];
+  let left = runs.length / 2;
+  const done = () => {
+    if (--left === 0) c.release?.();
+  };
+  if (left === 0) c.release?.();
   for (let r = 0; r < runs.length; r += 2) {
     const start = runs[r]!;
     const len = runs[r + 1]!;
-    await write(c.data.subarray(start, start + len), c.offset + start);
+    await q.write(c.data.subarray(start, start + len), c.offset + start, done);
     report.bytesWritten += len;
   }
 }

@@ -7,10 +7,15 @@ import { DiskRecord, SnapshotRecord } from '../snapshot/snapshot-record.js';
 import { DiskChunk, DiskImage } from './disk-image.js';
 import { WorkerPool } from './worker-pool.js';
 
-/** Chunks fetched together: 128 x 64 KiB = 8 MiB of disk. */
-const WINDOW = 128;
+/** Chunks fetched together: 64 x 64 KiB = 4 MiB of disk. */
+const WINDOW = 64;
 /** Windows in flight ahead of the consumer (memory: about this many x 8 MiB, plus packed bytes). */
 const WINDOWS_AHEAD = 3;
+/**
+ * Shared buffers of one window each for leased chunks: the windows in flight, the
+ * one being consumed and one whose last writes are finishing.
+ */
+const SLABS = WINDOWS_AHEAD + 2;
 /** Blobs of one pack closer than this are fetched in one ranged GET. */
 const COALESCE_GAP = 256 * 1024;
 /** Ranged GETs in flight. */
@@ -83,11 +88,17 @@ export class SnapshotImage implements DiskImage {
     }
   }
 
-  async *chunks(options: { only?: AsyncIterable<number> | Iterable<number> } = {}): AsyncIterable<DiskChunk> {
+  /**
+   * With `lease`, chunk data lives in a few reused shared buffers (SLABS windows:
+   * memory stays fixed, nothing for the garbage collector) and every chunk with
+   * data must be given back with `release()` once its bytes are no longer needed.
+   */
+  async *chunks(options: { only?: AsyncIterable<number> | Iterable<number>; lease?: boolean } = {}): AsyncIterable<DiskChunk> {
     // Windows are fetched ahead of the consumer, WINDOWS_AHEAD at a time, in order.
     const ahead: Promise<DiskChunk[]>[] = [];
+    const slabs = options.lease ? new SlabPool(SLABS, WINDOW * this.chunkSize) : undefined;
     const start = (slots: { index: number; id: Buffer }[]) => {
-      const p = this.fetchWindow(slots);
+      const p = this.fetchWindow(slots, slabs);
       p.catch(() => {}); // observed when it reaches the head
       ahead.push(p);
     };
@@ -104,7 +115,7 @@ export class SnapshotImage implements DiskImage {
     while (ahead.length) yield* await ahead.shift()!;
   }
 
-  private async fetchWindow(slots: { index: number; id: Buffer }[]): Promise<DiskChunk[]> {
+  private async fetchWindow(slots: { index: number; id: Buffer }[], slabs?: SlabPool): Promise<DiskChunk[]> {
     const out: DiskChunk[] = slots.map((s) => ({
       index: s.index,
       offset: s.index * this.chunkSize,
@@ -131,15 +142,32 @@ export class SnapshotImage implements DiskImage {
         g.push(l);
       } else groups.push([l]);
     }
+    const slab = slabs ? await slabs.acquire() : undefined;
     const queue = groups.slice();
     const work = async () => {
-      for (let g = queue.shift(); g; g = queue.shift()) await this.fetchGroup(g, out);
+      for (let g = queue.shift(); g; g = queue.shift()) await this.fetchGroup(g, out, slab);
     };
-    await Promise.all(Array.from({ length: Math.min(FETCHES, queue.length) }, work));
+    try {
+      await Promise.all(Array.from({ length: Math.min(FETCHES, queue.length) }, work));
+    } catch (err) {
+      if (slab) slabs!.release(slab);
+      throw err;
+    }
+    if (slab) {
+      let holders = located.length;
+      for (const l of located) {
+        let done = false;
+        out[l.k]!.release = () => {
+          if (done) return;
+          done = true;
+          if (--holders === 0) slabs!.release(slab);
+        };
+      }
+    }
     return out;
   }
 
-  private async fetchGroup(group: { k: number; e: IndexEntry }[], out: DiskChunk[]): Promise<void> {
+  private async fetchGroup(group: { k: number; e: IndexEntry }[], out: DiskChunk[], slab?: SharedArrayBuffer): Promise<void> {
     const first = group[0]!.e;
     const lastE = group.reduce((m, g) => Math.max(m, g.e.offset + g.e.length), 0);
     const name = packObjectName(first.type, first.packId.toString('hex'));
@@ -156,9 +184,11 @@ export class SnapshotImage implements DiskImage {
       offset: g.e.offset - first.offset,
       length: g.e.length,
       id: g.e.id,
+      plainLength: out[g.k]!.length,
       what: `chunk ${g.e.id.toString('hex')} in ${name}`,
     }));
-    const plains = await this.pool.decodeWithRuns(bytes, items);
+    const into = slab ? { buf: slab, offsets: group.map((g) => g.k * this.chunkSize) } : undefined;
+    const plains = await this.pool.decodeWithRuns(bytes, items, into);
     plains.forEach((p, j) => {
       const g = group[j]!;
       if ('error' in p) {
@@ -189,6 +219,29 @@ export class SnapshotImage implements DiskImage {
         if (changed) yield p * PAGE_SLOTS + o / ID_BYTES;
       }
     }
+  }
+}
+
+/** Window-sized shared buffers, handed out in request order and reused. */
+class SlabPool {
+  private readonly free: SharedArrayBuffer[] = [];
+  private readonly waiters: ((s: SharedArrayBuffer) => void)[] = [];
+  private made = 0;
+
+  constructor(
+    private readonly count: number,
+    private readonly size: number,
+  ) {}
+
+  acquire(): Promise<SharedArrayBuffer> {
+    const s = this.free.pop() ?? (this.made < this.count ? (this.made++, new SharedArrayBuffer(this.size)) : undefined);
+    return s ? Promise.resolve(s) : new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(s: SharedArrayBuffer): void {
+    const w = this.waiters.shift();
+    if (w) w(s);
+    else this.free.push(s);
   }
 }
 

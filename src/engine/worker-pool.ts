@@ -17,17 +17,18 @@ export interface BlobRef {
 export type WorkerRequest =
   | { op: 'hash'; seq: number; buf: ArrayBuffer; lengths: number[] }
   | { op: 'encode'; seq: number; which: number[]; codec: number }
-  | { op: 'decode'; seq: number; data: ArrayBuffer; items: (BlobRef & { id: Uint8Array; what: string })[]; runs?: boolean }
+  | { op: 'decode'; seq: number; data: ArrayBuffer; items: DecodeItem[]; runs?: boolean; into?: { buf: SharedArrayBuffer; offsets: number[] } }
   | { op: 'hashPlain'; seq: number; items: Uint8Array[] };
 
 export type WorkerReply =
   | { op: 'hashed'; seq: number; ids: Uint8Array; isZero: boolean[] }
   | { op: 'encoded'; seq: number; blobs: ArrayBuffer; refs: BlobRef[]; buf: ArrayBuffer }
-  | { op: 'decoded'; seq: number; plain: ArrayBuffer; refs: ((BlobRef & { runs?: number[] }) | { error: string })[] }
+  | { op: 'decoded'; seq: number; plain: ArrayBuffer | null; refs: ((BlobRef & { runs?: number[] }) | { error: string })[] }
   | { op: 'hashedPlain'; seq: number; ids: Uint8Array[] }
   | { op: 'error'; seq: number; message: string };
 
-export type DecodeItem = BlobRef & { id: Uint8Array; what: string };
+/** A blob to decode: where it is in the data, its id, a name for errors, and (when known) its plaintext length. */
+export type DecodeItem = BlobRef & { id: Uint8Array; what: string; plainLength?: number };
 
 /** A verified plaintext and, when asked for, its non-zero runs ([start, length, ...]). */
 export interface DecodedBlob {
@@ -132,17 +133,29 @@ export class WorkerPool {
     return (await this.decodeBlobs(data, items, false)).map((d) => ('error' in d ? d : d.data));
   }
 
-  /** As decode, with each plaintext's non-zero 4 KiB runs (zero-runs.ts) found in the worker. */
-  decodeWithRuns(data: Buffer, items: DecodeItem[]): Promise<(DecodedBlob | { error: string })[]> {
-    return this.decodeBlobs(data, items, true);
+  /**
+   * As decode, with each plaintext's non-zero 4 KiB runs (zero-runs.ts) found in
+   * the worker. With `into`, item k's plaintext is written at `into.offsets[k]` of
+   * that shared buffer (no buffer is allocated or moved); every item needs its
+   * plainLength then.
+   */
+  decodeWithRuns(data: Buffer, items: DecodeItem[], into?: { buf: SharedArrayBuffer; offsets: number[] }): Promise<(DecodedBlob | { error: string })[]> {
+    return this.decodeBlobs(data, items, true, into);
   }
 
-  private async decodeBlobs(data: Buffer, items: DecodeItem[], runs: boolean): Promise<(DecodedBlob | { error: string })[]> {
+  private async decodeBlobs(
+    data: Buffer,
+    items: DecodeItem[],
+    runs: boolean,
+    into?: { buf: SharedArrayBuffer; offsets: number[] },
+  ): Promise<(DecodedBlob | { error: string })[]> {
     const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer);
     const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
     const seq = this.nextSeq++;
-    const r = await this.call<Reply<'decoded'>>(this.pick(), { op: 'decode', seq, data: ab as ArrayBuffer, items, runs }, [ab as ArrayBuffer]);
-    return r.refs.map((ref) => ('error' in ref ? ref : { data: Buffer.from(r.plain, ref.offset, ref.length), runs: ref.runs ?? [] }));
+    const req: WorkerRequest = { op: 'decode', seq, data: ab as ArrayBuffer, items, runs, ...(into ? { into } : {}) };
+    const r = await this.call<Reply<'decoded'>>(this.pick(), req, [ab as ArrayBuffer]);
+    const plain = r.plain ?? into!.buf;
+    return r.refs.map((ref) => ('error' in ref ? ref : { data: Buffer.from(plain, ref.offset, ref.length), runs: ref.runs ?? [] }));
   }
 
   async hashPlain(items: Uint8Array[]): Promise<Buffer[]> {
