@@ -58,6 +58,22 @@ function pack(parts: Uint8Array[]): { buf: ArrayBuffer; refs: BlobRef[] } {
   return { buf, refs };
 }
 
+/**
+ * The one place a backup seals a chunk: compress (or store raw) and seal it as
+ * a data blob.
+ */
+function sealChunk(chunk: Buffer, c: Codec): Buffer {
+  return codec.encode(c, chunk);
+}
+
+/** The bytes as an ArrayBuffer of their own, to move to the main thread (sealed blobs already are one: no copy). */
+function ownBuffer(b: Buffer): ArrayBuffer {
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b.buffer;
+  const ab = new ArrayBuffer(b.length);
+  new Uint8Array(ab).set(b);
+  return ab;
+}
+
 /** Where each item's plaintext sits in a buffer of plaintexts laid end to end. */
 function placed(items: { plainLength?: number }[]): BlobRef[] {
   let o = 0;
@@ -88,8 +104,8 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       if (!h) throw new Error(`no batch ${msg.seq} held`);
       held.delete(msg.seq);
       const chunks = chunkViews(h.buf, h.lengths);
-      const { buf, refs } = pack(msg.which.map((i) => codec.encode(msg.codec as Codec, chunks[i]!)));
-      return { reply: { op: 'encoded', seq: msg.seq, blobs: buf, refs, buf: h.buf }, transfer: [buf, h.buf] };
+      const blobs = msg.which.map((i) => ownBuffer(sealChunk(chunks[i]!, msg.codec as Codec)));
+      return { reply: { op: 'encoded', seq: msg.seq, blobs, buf: h.buf }, transfer: [...blobs, h.buf] };
     }
     case 'decode': {
       const data = Buffer.from(msg.data);

@@ -22,7 +22,7 @@ export type WorkerRequest =
 
 export type WorkerReply =
   | { op: 'hashed'; seq: number; ids: Uint8Array; isZero: boolean[] }
-  | { op: 'encoded'; seq: number; blobs: ArrayBuffer; refs: BlobRef[]; buf: ArrayBuffer }
+  | { op: 'encoded'; seq: number; blobs: ArrayBuffer[]; buf: ArrayBuffer }
   | { op: 'decoded'; seq: number; plain: ArrayBuffer | null; refs: ((BlobRef & { runs?: number[] }) | { error: string })[] }
   | { op: 'hashedPlain'; seq: number; ids: Uint8Array[] }
   | { op: 'error'; seq: number; message: string };
@@ -122,7 +122,7 @@ export class WorkerPool {
   /** Encodes chunks `which` of a held batch; returns their stored forms and the batch buffer. */
   async encode(w: number, seq: number, which: number[], codec: number): Promise<{ blobs: Buffer[]; buf: ArrayBuffer }> {
     const r = await this.call<Reply<'encoded'>>(w, { op: 'encode', seq, which, codec });
-    return { blobs: r.refs.map((ref) => Buffer.from(r.blobs, ref.offset, ref.length)), buf: r.buf };
+    return { blobs: r.blobs.map((b) => Buffer.from(b)), buf: r.buf };
   }
 
   /**
