@@ -96,7 +96,9 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
       }
       plans.push({ disk, parentDisk, plan, extents: alignExtents(plan.extents, repo.config.chunkSize, disk.capacity) });
     }
-    options.progress?.start(plans.reduce((s, p) => s + totalLength(p.extents), 0));
+    const toRead = plans.reduce((s, p) => s + totalLength(p.extents), 0);
+    pool.plan(toRead);
+    options.progress?.start(toRead);
 
     const diskRecords: DiskRecord[] = [];
     const diskReports: DiskReport[] = [];

@@ -81,6 +81,7 @@ export async function restoreDisk(
   const pool = new WorkerPool(repo, options.workers);
   try {
     const image = openDiskImage(repo, pool, record, diskIndex);
+    if (!options.since) pool.plan(image.disk.nonZeroBytes);
     const st = await fsp.stat(to).catch(() => null);
     const isDevice = st?.isBlockDevice() ?? false;
     const recFile = recordPath(to, isDevice, repo.cacheRoot ?? LocalCache.defaultRoot());

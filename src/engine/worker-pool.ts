@@ -1,6 +1,14 @@
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { Repository } from '../repo/repository.js';
+import { ChunkWork } from './chunk-work.js';
+
+/**
+ * Jobs up to this many bytes of chunk data run in the calling thread: starting a
+ * worker thread (loading its modules, native addons and the hasher) costs more
+ * CPU than hashing, compressing and sealing this much.
+ */
+export const INLINE_MAX_BYTES = 32 << 20;
 
 export interface WorkerSetup {
   encryptionKey: Uint8Array | null;
@@ -51,6 +59,7 @@ export class WorkerPool {
   private readonly setup: WorkerSetup;
   private nextSeq = 1;
   private dead: Error | null = null;
+  private inline: Promise<ChunkWork> | null = null;
 
   /** Threads start on first use: a command that ends up reading no data (a diff, an unchanged disk) starts none. */
   constructor(
@@ -63,6 +72,14 @@ export class WorkerPool {
       zstdLevel: 1,
     };
     this.load = new Array<number>(size).fill(0);
+  }
+
+  /**
+   * Says how many bytes of chunk data the job will process, before its first
+   * request: a small job runs in this thread and starts no worker.
+   */
+  plan(bytes: number): void {
+    if (this.workers.length === 0 && bytes <= INLINE_MAX_BYTES) this.inline ??= ChunkWork.create(this.setup);
   }
 
   private worker(i: number): Worker {
@@ -102,6 +119,7 @@ export class WorkerPool {
 
   private call<R extends WorkerReply>(w: number, req: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<R> {
     if (this.dead) return Promise.reject(this.dead);
+    if (this.inline) return this.inline.then((work) => work.handle(req).reply as R);
     return new Promise<R>((resolve, reject) => {
       this.waiting.set(req.seq, { resolve: resolve as (r: WorkerReply) => void, reject, w });
       this.load[w]!++;
