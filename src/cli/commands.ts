@@ -2,7 +2,6 @@ import { Command, Option } from 'commander';
 import { runBackup } from '../engine/backup.js';
 import { restoreDisk } from '../engine/restore.js';
 import { diffSnapshots, repositoryStats } from '../engine/stats.js';
-import { verifyRepository } from '../engine/verify.js';
 import { UserError } from '../repo/errors.js';
 import { SnapshotCatalog } from '../snapshot/snapshot-record.js';
 import { FileSource } from '../source/file-source.js';
@@ -29,6 +28,23 @@ export async function afterBackup(
   const { pushSnapshotToEbs } = await import('./cloud.js'); // the AWS SDK loads only when used
   const pushed = await pushSnapshotToEbs(repo, record, { region: opts.region, json: true });
   return { ebs: pushed };
+}
+
+/** Prints a backup's report: one JSON document with --json, else a summary and a line per disk. */
+export function printBackupReport(repo: Repository, report: BackupReport, extra: Record<string, unknown>, json: boolean | undefined): void {
+  const requests = storeRequests(repo);
+  if (json) {
+    printJson({ ...report, ...extra, ...(requests ? { requests } : {}) });
+    return;
+  }
+  process.stdout.write(
+    `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
+      `scanned ${formatBytes(report.bytesScanned)}, new ${formatBytes(report.bytesNew)} stored as ${formatBytes(report.bytesStored)}, ` +
+      `${report.chunksNew} new / ${report.chunksReused} reused / ${report.chunksZero} zero chunks in ${(report.durationMs / 1000).toFixed(1)} s\n`,
+  );
+  for (const d of report.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
+  if (extra.ebs) process.stdout.write(`  pushed to EBS: ${JSON.stringify(extra.ebs)}\n`);
+  if (Array.isArray(extra.notes)) for (const n of extra.notes) process.stdout.write(`  note: ${n}\n`);
 }
 
 /** An AbortSignal that fires on the first Ctrl-C/SIGTERM; a second one exits at once. */
@@ -94,17 +110,7 @@ export function registerBackupFile(backup: Command): void {
         const g = globals(cmd);
         const report = await runBackup(repo, source, { parent: opts.parent, progress: terminalProgress('backup'), signal, sourceKind: 'file' });
         const extra = await afterBackup(repo, report, opts);
-        const requests = storeRequests(repo);
-        if (g.json) printJson({ ...report, ...extra, ...(requests ? { requests } : {}) });
-        else {
-          process.stdout.write(
-            `snapshot ${report.snapshot} of ${report.vm}${report.parent ? ` (parent ${report.parent})` : ''}: ` +
-              `scanned ${formatBytes(report.bytesScanned)}, new ${formatBytes(report.bytesNew)} stored as ${formatBytes(report.bytesStored)}, ` +
-              `${report.chunksNew} new / ${report.chunksReused} reused / ${report.chunksZero} zero chunks in ${(report.durationMs / 1000).toFixed(1)} s\n`,
-          );
-          for (const d of report.disks) process.stdout.write(`  ${d.name}: ${formatBytes(d.capacity)}, ${d.read.kind}: ${d.read.reason}\n`);
-          if (extra.ebs) process.stdout.write(`  pushed to EBS: ${JSON.stringify(extra.ebs)}\n`);
-        }
+        printBackupReport(repo, report, extra, g.json);
       } finally {
         dispose();
         await source.close();
@@ -230,31 +236,6 @@ export function registerStats(program: Command): void {
               `${s.uniqueChunks} unique chunks; dedup ${s.dedupRatio.toFixed(2)}x, compression ${s.compressionRatio.toFixed(2)}x\n`,
           );
         }
-      } finally {
-        await repo.close();
-      }
-    });
-}
-
-export function registerVerify(program: Command): void {
-  program
-    .command('verify')
-    .description('check the repository structure; --read-data also reads and re-hashes every blob')
-    .option('--read-data', 'read every pack and verify every blob')
-    .action(async (opts: { readData?: boolean }, cmd: Command) => {
-      const repo = await openRepo(cmd);
-      try {
-        const r = await verifyRepository(repo, { readData: opts.readData });
-        if (globals(cmd).json) printJson(r);
-        else {
-          for (const p of r.problems) process.stdout.write(`problem: ${p}\n`);
-          process.stdout.write(
-            `${r.ok ? 'ok' : 'DAMAGED'}: ${r.snapshots} snapshot(s), ${r.packs} pack(s), ${r.chunksReferenced} chunk references checked` +
-              `${opts.readData ? `, ${r.packsRead} pack(s) read, ${r.blobsChecked} blob(s) verified` : ''}\n`,
-          );
-          if (r.damagedSnapshots.length) process.stdout.write(`damaged snapshots: ${r.damagedSnapshots.join(' ')}\n`);
-        }
-        if (!r.ok) process.exitCode = 3;
       } finally {
         await repo.close();
       }

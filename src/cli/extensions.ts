@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerEbs, registerRecover, restoreToS3 } from './cloud.js';
 import type { RestoreToS3 } from './commands.js';
+import { registerNbdBackup } from './nbd-backup.js';
 import { registerDoctor, registerVsphereBackup } from './vsphere.js';
 
 /**
@@ -9,6 +10,7 @@ import { registerDoctor, registerVsphereBackup } from './vsphere.js';
  */
 export function registerExtensions(program: Command, backup: Command): { restoreToS3: RestoreToS3 } {
   registerVsphereBackup(backup);
+  registerNbdBackup(backup);
   registerDoctor(program);
   registerEbs(program);
   registerRecover(program);

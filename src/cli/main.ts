@@ -9,9 +9,11 @@ import {
   registerRestore,
   registerSnapshots,
   registerStats,
-  registerVerify,
 } from './commands.js';
+import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
+import { registerDrill, registerServe } from './nbd.js';
+import { registerGc } from './gc.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
@@ -40,6 +42,10 @@ export async function buildProgram(): Promise<Command> {
   registerDiff(program);
   registerStats(program);
   registerVerify(program);
+  registerRepair(program);
+  registerServe(program);
+  registerDrill(program);
+  registerGc(program);
   return program;
 }
 

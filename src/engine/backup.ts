@@ -1,7 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { UserError } from '../repo/errors.js';
 import { BlobType, ID_BYTES, isZeroId } from '../repo/format.js';
-import { RepoLock } from '../repo/lock.js';
 import { RepoWriter } from '../repo/repo-writer.js';
 import { Repository } from '../repo/repository.js';
 import { ManifestBuilder, ManifestReader, chunkCount } from '../snapshot/manifest.js';
@@ -15,6 +14,7 @@ import {
 } from '../snapshot/snapshot-record.js';
 import { DiskSource, Extent, ExtentPlan, SourceDisk } from '../source/disk-source.js';
 import { alignExtents, totalLength } from '../source/extents.js';
+import { BackupGuard } from './backup-guard.js';
 import { GcPacer } from './gc-pacer.js';
 import { WorkerPool } from './worker-pool.js';
 
@@ -75,9 +75,18 @@ export interface BackupReport extends SnapshotStats {
 export async function runBackup(repo: Repository, source: DiskSource, options: BackupOptions = {}): Promise<BackupReport> {
   const started = Date.now();
   const catalog = new SnapshotCatalog(repo);
-  const parent = await findParent(catalog, source.vm, options.parent ?? 'auto');
-  const lock = await RepoLock.acquire(repo, 'shared', 'backup');
-  const writer = new RepoWriter(repo, { maxUploads: packUploads(repo) });
+  // the lease comes first: before the run reads the index or any snapshot (docs/FORMAT.md, "Leases")
+  const guard = await BackupGuard.start(repo, source.vm);
+  let parent: SnapshotRecord | null;
+  let writer: RepoWriter;
+  try {
+    parent = await findParent(catalog, source.vm, options.parent ?? 'auto');
+    writer = new RepoWriter(repo, { maxUploads: packUploads(repo), reuse: guard });
+    await guard.begin(parent?.id ?? null, writer);
+  } catch (err) {
+    await guard.close();
+    throw err;
+  }
   const pool = new WorkerPool(repo, options.workers);
   const counters: Counters = { bytesScanned: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, chunksReused: 0, chunksZero: 0 };
   let pagesWritten = 0;
@@ -140,6 +149,7 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     }
     throwIfAborted(options.signal);
     await writer.finish();
+    await guard.beforeCommit();
     const time = new Date();
     const record: SnapshotRecord = {
       version: 1,
@@ -151,8 +161,10 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
       source: options.sourceKind ?? 'file',
       disks: diskRecords,
       stats: { ...counters, durationMs: Date.now() - started },
+      lease: guard.leaseId,
     };
     await catalog.save(record);
+    await guard.afterCommit(record.id);
     committed = true;
     return {
       snapshot: record.id,
@@ -168,7 +180,7 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     options.progress?.stop();
     if (!committed) await writer.abandon().catch(() => {});
     await pool.close();
-    await lock.release().catch(() => {});
+    await guard.close();
   }
 }
 

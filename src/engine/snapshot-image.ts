@@ -1,32 +1,23 @@
 import { UserError } from '../repo/errors.js';
-import { ID_BYTES, PAGE_SLOTS, isZeroId, packObjectName } from '../repo/format.js';
-import { IndexEntry } from '../repo/index-file.js';
+import { ID_BYTES, PAGE_SLOTS, isZeroId } from '../repo/format.js';
 import { Repository } from '../repo/repository.js';
 import { ManifestReader, chunkCount } from '../snapshot/manifest.js';
 import { DiskRecord, SnapshotRecord } from '../snapshot/snapshot-record.js';
 import { DiskChunk, DiskImage } from './disk-image.js';
+import { DataIntegrityError, fetchBlobs } from './pack-fetch.js';
 import { WorkerPool } from './worker-pool.js';
+
+export { DataIntegrityError };
 
 /** Chunks fetched together: 64 x 64 KiB = 4 MiB of disk. */
 const WINDOW = 64;
-/** Windows in flight ahead of the consumer (memory: about this many x 8 MiB, plus packed bytes). */
+/** Windows in flight ahead of the consumer (memory: about this many x 4 MiB, plus packed bytes). */
 const WINDOWS_AHEAD = 3;
 /**
  * Shared buffers of one window each for leased chunks: the windows in flight, the
  * one being consumed and one whose last writes are finishing.
  */
 const SLABS = WINDOWS_AHEAD + 2;
-/** Blobs of one pack closer than this are fetched in one ranged GET. */
-const COALESCE_GAP = 256 * 1024;
-/** Ranged GETs in flight. */
-const FETCHES = 4;
-
-export class DataIntegrityError extends Error {
-  constructor(message: string, readonly chunkIds: string[]) {
-    super(message);
-    this.name = 'DataIntegrityError';
-  }
-}
 
 /**
  * A DiskImage over one disk of a committed snapshot. Reads are grouped by pack
@@ -61,7 +52,8 @@ export class SnapshotImage implements DiskImage {
     return this.leavesP;
   }
 
-  private async leaf(p: number): Promise<Buffer> {
+  /** The chunk ids (32 bytes each) of leaf page `p`: chunks [p*1024, p*1024+1024). */
+  async leaf(p: number): Promise<Buffer> {
     return this.reader.leaf((await this.leafIds())[p]!, p, this.chunks_);
   }
 
@@ -122,85 +114,39 @@ export class SnapshotImage implements DiskImage {
       length: this.length(s.index),
       data: null,
     }));
-    const wanted = slots.map((s, k) => ({ k, id: s.id })).filter((s) => !isZeroId(s.id));
+    const wanted = out.map((c, k) => ({ c, k, id: slots[k]!.id })).filter((w) => !isZeroId(w.id));
     if (wanted.length === 0) return out;
-    const entries = await (await this.repo.cache()).getMany(wanted.map((w) => w.id));
-    const missing = wanted.filter((_, j) => !entries[j]).map((w) => w.id.toString('hex'));
-    if (missing.length) {
-      throw new DataIntegrityError(
-        `snapshot ${this.record.id} disk ${this.disk.name}: ${missing.length} chunk(s) are not in the index (first ${missing[0]}); run 'pilotlight verify'`,
-        missing,
-      );
-    }
-    const located = wanted.map((w, j) => ({ k: w.k, e: entries[j]! }));
-    located.sort((a, b) => a.e.packId.compare(b.e.packId) || a.e.offset - b.e.offset);
-    const groups: { k: number; e: IndexEntry }[][] = [];
-    for (const l of located) {
-      const g = groups[groups.length - 1];
-      const prev = g?.[g.length - 1]?.e;
-      if (g && prev && prev.packId.equals(l.e.packId) && l.e.offset - (prev.offset + prev.length) <= COALESCE_GAP && l.e.offset >= prev.offset) {
-        g.push(l);
-      } else groups.push([l]);
-    }
+    // Leased chunks are decoded into a window buffer at their place in the window.
     const slab = slabs ? await slabs.acquire() : undefined;
-    const queue = groups.slice();
-    const work = async () => {
-      for (let g = queue.shift(); g; g = queue.shift()) await this.fetchGroup(g, out, slab);
-    };
+    const runs: number[][] = [];
+    let got: Awaited<ReturnType<typeof fetchBlobs>>;
     try {
-      await Promise.all(Array.from({ length: Math.min(FETCHES, queue.length) }, work));
+      got = await fetchBlobs(this.repo, this.pool, wanted.map((w) => ({ id: w.id, length: w.c.length })), {
+        label: `snapshot ${this.record.id} disk ${this.disk.name}`,
+        runs,
+        ...(slab ? { into: { buf: slab, offsets: wanted.map((w) => w.k * this.chunkSize) } } : {}),
+      });
+      got.forEach((g) => {
+        if (g instanceof DataIntegrityError) throw g;
+      });
     } catch (err) {
       if (slab) slabs!.release(slab);
       throw err;
     }
-    if (slab) {
-      let holders = located.length;
-      for (const l of located) {
-        let done = false;
-        out[l.k]!.release = () => {
-          if (done) return;
-          done = true;
-          if (--holders === 0) slabs!.release(slab);
-        };
-      }
-    }
-    return out;
-  }
-
-  private async fetchGroup(group: { k: number; e: IndexEntry }[], out: DiskChunk[], slab?: SharedArrayBuffer): Promise<void> {
-    const first = group[0]!.e;
-    const lastE = group.reduce((m, g) => Math.max(m, g.e.offset + g.e.length), 0);
-    const name = packObjectName(first.type, first.packId.toString('hex'));
-    let bytes: Buffer;
-    try {
-      bytes = await this.repo.store.get(name, { offset: first.offset, length: lastE - first.offset });
-    } catch (err) {
-      throw new DataIntegrityError(
-        `snapshot ${this.record.id}: cannot read pack ${name}: ${(err as Error).message}`,
-        group.map((g) => g.e.id.toString('hex')),
-      );
-    }
-    const items = group.map((g) => ({
-      offset: g.e.offset - first.offset,
-      length: g.e.length,
-      id: g.e.id,
-      plainLength: out[g.k]!.length,
-      what: `chunk ${g.e.id.toString('hex')} in ${name}`,
-    }));
-    const into = slab ? { buf: slab, offsets: group.map((g) => g.k * this.chunkSize) } : undefined;
-    const plains = await this.pool.decodeWithRuns(bytes, items, into);
-    plains.forEach((p, j) => {
-      const g = group[j]!;
-      if ('error' in p) {
-        throw new DataIntegrityError(`snapshot ${this.record.id} disk ${this.disk.name}: ${p.error}`, [g.e.id.toString('hex')]);
-      }
-      const slot = out[g.k]!;
-      if (p.data.length !== slot.length) {
-        throw new DataIntegrityError(`chunk ${g.e.id.toString('hex')} has ${p.data.length} bytes, expected ${slot.length}`, [g.e.id.toString('hex')]);
-      }
-      slot.data = p.data;
-      slot.runs = p.runs;
+    let holders = wanted.length;
+    got.forEach((g, j) => {
+      const c = wanted[j]!.c;
+      c.data = g as Buffer;
+      c.runs = runs[j];
+      if (!slab) return;
+      let done = false;
+      c.release = () => {
+        if (done) return;
+        done = true;
+        if (--holders === 0) slabs!.release(slab);
+      };
     });
+    return out;
   }
 
   async *changedChunks(base?: DiskImage): AsyncIterable<number> {

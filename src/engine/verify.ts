@@ -1,151 +1,495 @@
-import { IntegrityError } from '../repo/errors.js';
-import { BlobType, DATA_PREFIX, ID_BYTES, META_PREFIX, PAGE_SLOTS, isZeroId, packObjectName } from '../repo/format.js';
-import { decodeTrailer, trailerLength } from '../repo/pack.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { UserError } from '../repo/errors.js';
+import { BlobType, ID_BYTES, INDEX_PREFIX, PAGE_SLOTS, isZeroId, packObjectName } from '../repo/format.js';
+import { IndexEntry, decodeIndex, decodeLocation, encodeLocation } from '../repo/index-file.js';
+import { LocalCache } from '../repo/local-cache.js';
+import { PackEntry } from '../repo/pack.js';
 import { Repository } from '../repo/repository.js';
 import { ManifestReader, chunkCount, levelSizes } from '../snapshot/manifest.js';
 import { SnapshotCatalog, SnapshotRecord } from '../snapshot/snapshot-record.js';
+import { ListedPack, listPacks, listedPacks, packKey, readTrailer, trailerOf } from './pack-scan.js';
+import { BatchWriter, ScratchDb, ScratchTable } from './scratch-db.js';
+import { decodeRecord, encodeRecord, loadVerifiedLog, mergeRecord, writeVerifiedLog } from './verified-log.js';
 import { WorkerPool } from './worker-pool.js';
+
+/** Which packs a run reads whole. Absent: none (structure and trailers only). */
+export type DataSubset = { kind: 'all' } | { kind: 'percent'; percent: number } | { kind: 'slice'; n: number; m: number };
+
+export interface VerifyOptions {
+  /** Read packs whole (every blob decrypted, decompressed, re-hashed): all, a percentage, or slice n of m. */
+  readData?: boolean | DataSubset;
+  /** With readData: only packs not verified within this many ms (never-verified packs are spread over it). */
+  olderThanMs?: number;
+  workers?: number;
+  /** The time of this run (tests move it). */
+  now?: number;
+}
 
 export interface VerifyReport {
   ok: boolean;
   snapshots: number;
   packs: number;
+  /** Packs chosen to be read whole, and read. */
+  packsSelected: number;
   packsRead: number;
   blobsChecked: number;
+  /** Index entries compared with their pack's trailer. */
+  indexEntriesChecked: number;
+  badIndexEntries: number;
+  /** Blobs a pack trailer lists that no index file names (an interrupted backup's; garbage for prune). */
+  unindexedBlobs: number;
   chunksReferenced: number;
+  /** Verified-log objects written by this run (0 when it read no data). */
+  verifiedLogObjects: number;
   problems: string[];
   damagedSnapshots: string[];
 }
 
+/** More problems than this are counted, not listed. */
+const MAX_PROBLEMS = 1000;
+/** Packs in flight at once (trailers are small); of them, at most FULL_READS read whole. */
+const PACKS_IN_FLIGHT = 8;
+const FULL_READS = 2;
+
+/** Parses `5%`, `0.5%` or `2/7` (slice 2 of 7). */
+export function parseDataSubset(text: string): DataSubset {
+  const pct = /^([0-9]+(?:\.[0-9]+)?)%$/.exec(text.trim());
+  if (pct) {
+    const percent = Number(pct[1]);
+    if (!(percent > 0 && percent <= 100)) throw new UserError(`--read-data-subset ${text}: a percentage must be above 0 and at most 100`);
+    return { kind: 'percent', percent };
+  }
+  const sl = /^([0-9]+)\/([0-9]+)$/.exec(text.trim());
+  if (sl) {
+    const n = Number(sl[1]);
+    const m = Number(sl[2]);
+    if (!(m >= 1 && n >= 1 && n <= m && m <= 1_000_000)) throw new UserError(`--read-data-subset ${text}: slice n/m needs 1 <= n <= m`);
+    return { kind: 'slice', n, m };
+  }
+  throw new UserError(`--read-data-subset takes a percentage (5%) or a slice n/m (3/30), got ${JSON.stringify(text)}`);
+}
+
+/** Parses `30d`, `12h`, `90m`, `2w` into ms. */
+export function parseAge(text: string): number {
+  const m = /^([0-9]+)([mhdw])$/.exec(text.trim());
+  if (!m) throw new UserError(`--older-than takes a whole number and a unit (m, h, d, w), e.g. 30d; got ${JSON.stringify(text)}`);
+  const unit = { m: 60_000, h: 3600_000, d: 86400_000, w: 7 * 86400_000 }[m[2] as 'm' | 'h' | 'd' | 'w'];
+  const ms = Number(m[1]) * unit;
+  if (ms <= 0) throw new UserError('--older-than must be more than 0');
+  return ms;
+}
+
+/** Slice n of m holds the packs whose id's first 4 bytes are n-1 mod m: m runs read each pack exactly once. */
+export function inSlice(packId: Buffer, n: number, m: number): boolean {
+  return packId.readUInt32BE(0) % m === n - 1;
+}
+
+/** A never-verified pack's due base: spread over the window by its id, so scheduled runs share the work. */
+function firstSeenBase(packId: Buffer, now: number, window: number): number {
+  return now - window + Math.floor((packId.readUInt32BE(4) / 2 ** 32) * window);
+}
+
 /**
- * Structure check: every snapshot's manifest pages are readable and verified,
- * every chunk they reference is in the index, and every indexed pack exists.
- * With readData: every pack is read whole, checked against its name, its trailer
- * parsed, and every blob in it decrypted, decompressed and re-hashed; chunks that
- * fail are traced to the snapshots that use them.
+ * Checks a repository.
+ *
+ * Always: every index file opens, every index entry agrees with the trailer of the pack
+ * it points into (type, offset, length, raw length; the trailer is fetched with a ranged
+ * read), every indexed pack exists, and every snapshot's manifest pages are readable and
+ * each chunk they reference is indexed and not damaged.
+ * With readData: the chosen packs are read whole, checked against their name, and every
+ * blob in them decrypted, decompressed and re-hashed; a pack that passes is recorded in
+ * the verified log with this run's time.
+ *
+ * Memory is bounded whatever the repository size: packs, index entries, damaged ids,
+ * checked pages and the verified log live in a scratch LevelDB on disk. In memory: one
+ * index file's entries, PACKS_IN_FLIGHT trailers, FULL_READS whole packs, the leaf ids
+ * of one disk (32 bytes per 64 MiB of disk), the snapshot records (from the catalog) and
+ * at most MAX_PROBLEMS messages.
  */
-export async function verifyRepository(repo: Repository, options: { readData?: boolean; workers?: number } = {}): Promise<VerifyReport> {
-  const problems: string[] = [];
-  const packs = new Map<string, number>();
-  for (const prefix of [DATA_PREFIX, META_PREFIX]) {
-    for await (const b of repo.store.list(prefix)) packs.set(b.name, b.size);
-  }
-  const cache = await repo.cache();
-  const damaged = new Set<string>();
-  const missingPacks = new Set<string>();
-  for await (const e of cache.entries()) {
-    const name = packObjectName(e.type, e.packId.toString('hex'));
-    if (!packs.has(name)) {
-      if (!missingPacks.has(name)) problems.push(`pack ${name} is in the index but missing from the repository`);
-      missingPacks.add(name);
-      damaged.add(e.id.toString('hex'));
-    }
-  }
+export async function verifyRepository(repo: Repository, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const subset: DataSubset | null = options.readData === true ? { kind: 'all' } : options.readData ? options.readData : null;
+  if (options.olderThanMs !== undefined && !subset) throw new UserError('--older-than needs --read-data or --read-data-subset');
+  const now = options.now ?? Date.now();
+  const scratch = await ScratchDb.open('verify');
+  const problems = new Problems();
+  try {
+    const t = {
+      packs: scratch.table('p'),
+      entries: scratch.table('e'),
+      files: scratch.table('n'),
+      damaged: scratch.table('d'),
+      pages: scratch.table('g'),
+      log: scratch.table('v'),
+      selected: scratch.table('s'),
+    };
+    const cache = await repo.cache();
+    // index files first, then packs: an index file is written only after its packs, so each one listed names listed packs
+    await loadIndexFiles(repo, t.entries, t.files, problems);
+    const { count: packCount, strays } = await listPacks(repo, t.packs);
+    for (const s of strays) problems.push(`${s}: not a pack name (stray object under data/ or meta/)`);
+    await checkMissingPacks(t.entries, t.packs, t.files, t.damaged, cache, problems);
 
-  let packsRead = 0;
-  let blobsChecked = 0;
-  if (options.readData) {
-    const pool = new WorkerPool(repo, options.workers);
+    let logLoaded: string[] = [];
+    let packsSelected = 0;
+    if (subset) {
+      logLoaded = await loadVerifiedLog(repo, t.log);
+      packsSelected = await selectPacks(t, subset, options.olderThanMs, now);
+    }
+
+    const pool = subset ? new WorkerPool(repo, options.workers) : null;
+    const tally = { packsRead: 0, blobsChecked: 0, indexEntriesChecked: 0, badIndexEntries: 0, unindexedBlobs: 0 };
     try {
-      for (const [name, size] of packs) {
-        const result = await checkPack(repo, pool, name, size);
-        packsRead++;
-        blobsChecked += result.blobs;
-        for (const p of result.problems) problems.push(p);
-        for (const id of result.damagedIds) damaged.add(id);
-        if (result.unreadable) {
-          // every indexed blob of an unreadable pack is damaged
-          for await (const e of cache.entries()) {
-            if (packObjectName(e.type, e.packId.toString('hex')) === name) damaged.add(e.id.toString('hex'));
-          }
-        }
+      const fullReads = new Semaphore(FULL_READS);
+      const inFlight = new Set<Promise<void>>();
+      for await (const pack of listedPacks(t.packs)) {
+        const whole = (await t.selected.get(packKey(pack.type, pack.id))) !== undefined;
+        const job = (async () => {
+          const r = whole ? await fullReads.run(() => readWhole(repo, pool!, pack)) : await trailerOnly(repo, pack);
+          for (const p of r.problems) problems.push(p);
+          if (whole && !r.unreadable) tally.packsRead++;
+          tally.blobsChecked += r.blobsChecked;
+          const x = await crossCheck(pack, r.trailer, r.damagedIds, t, cache, problems);
+          tally.indexEntriesChecked += x.checked;
+          tally.badIndexEntries += x.bad;
+          tally.unindexedBlobs += x.unindexed;
+          if (whole && r.problems.length === 0 && x.bad === 0) await t.log.put(packKey(pack.type, pack.id), encodeRecord({ verified: true, time: now }));
+        })();
+        const tracked = job.finally(() => inFlight.delete(tracked));
+        inFlight.add(tracked);
+        if (inFlight.size >= PACKS_IN_FLIGHT) await Promise.race(inFlight);
       }
+      await Promise.all(inFlight);
     } finally {
-      await pool.close();
+      await pool?.close();
+    }
+
+    const snap = await checkSnapshots(repo, t.damaged, t.pages, cache, problems);
+    const verifiedLogObjects = subset ? await writeVerifiedLog(repo, t.log, t.packs, logLoaded) : 0;
+    return {
+      ok: problems.count === 0,
+      snapshots: snap.snapshots,
+      packs: packCount,
+      packsSelected,
+      ...tally,
+      chunksReferenced: snap.chunksReferenced,
+      verifiedLogObjects,
+      problems: problems.list(),
+      damagedSnapshots: snap.damaged,
+    };
+  } finally {
+    await scratch.close();
+  }
+}
+
+class Problems {
+  private readonly items: string[] = [];
+  count = 0;
+  push(p: string): void {
+    this.count++;
+    if (this.items.length < MAX_PROBLEMS) this.items.push(p);
+  }
+  list(): string[] {
+    return this.count > this.items.length ? [...this.items, `... and ${this.count - this.items.length} more problem(s)`] : this.items;
+  }
+}
+
+class Semaphore {
+  private waiting: (() => void)[] = [];
+  constructor(private free: number) {}
+  async run<T>(f: () => Promise<T>): Promise<T> {
+    while (this.free === 0) await new Promise<void>((r) => this.waiting.push(r));
+    this.free--;
+    try {
+      return await f();
+    } finally {
+      this.free++;
+      this.waiting.shift()?.();
     }
   }
+}
 
-  const catalog = new SnapshotCatalog(repo);
-  const snapshots = await catalog.list();
+/**
+ * Every entry of every index file, into `entries` keyed by pack (type + pack id), blob id
+ * and the index file's number, so that one pack's entries are one key range.
+ */
+async function loadIndexFiles(repo: Repository, entries: ScratchTable, files: ScratchTable, problems: Problems): Promise<void> {
+  const w = new BatchWriter(entries);
+  let seq = 0;
+  for await (const b of repo.store.list(INDEX_PREFIX)) {
+    let list: IndexEntry[];
+    try {
+      list = decodeIndex(await repo.store.get(b.name), repo.sealer, b.name);
+    } catch (err) {
+      problems.push(`${b.name}: ${(err as Error).message}`);
+      continue;
+    }
+    const s = Buffer.allocUnsafe(4);
+    s.writeUInt32BE(seq++);
+    await files.put(s, Buffer.from(b.name));
+    for (const e of list) await w.put(Buffer.concat([packKey(e.type, e.packId), e.id, s]), encodeLocation(e));
+  }
+  await w.flush();
+}
+
+interface EntryRow {
+  id: Buffer;
+  file: Buffer;
+  entry: IndexEntry;
+}
+
+function rowOf(k: Buffer, v: Buffer): EntryRow {
+  const id = Buffer.from(k.subarray(1 + ID_BYTES, 1 + 2 * ID_BYTES));
+  return { id, file: Buffer.from(k.subarray(1 + 2 * ID_BYTES)), entry: { id, ...decodeLocation(v) } };
+}
+
+/** The index entries naming one pack, in blob id order. */
+async function* entriesOf(entries: ScratchTable, key: Buffer): AsyncIterable<EntryRow> {
+  const upper = Buffer.concat([key, Buffer.alloc(ID_BYTES + 4, 0xff), Buffer.from([0xff])]);
+  for await (const [k, v] of entries.iterator({ gte: key, lt: upper })) yield rowOf(k, v);
+}
+
+async function fileName(files: ScratchTable, seq: Buffer): Promise<string> {
+  return (await files.get(seq))?.toString() ?? 'an index file';
+}
+
+function sameLocation(a: IndexEntry, b: IndexEntry): boolean {
+  return a.type === b.type && a.packId.equals(b.packId) && a.offset === b.offset && a.length === b.length && a.rawLength === b.rawLength;
+}
+
+/**
+ * Marks ids damaged when the local cache (what restores read through) resolves them to
+ * these exact bad locations; a bad entry shadowed by a good one for the same id is a
+ * problem of the index, not a damaged chunk.
+ */
+async function markDamaged(rows: { row: EntryRow; why: string }[], cache: LocalCache, damaged: ScratchTable): Promise<void> {
+  if (rows.length === 0) return;
+  const current = await cache.getMany(rows.map((r) => r.row.id));
+  const ops = rows
+    .filter((r, i) => current[i] && sameLocation(current[i]!, r.row.entry))
+    .map((r) => ({ type: 'put' as const, key: r.row.id, value: Buffer.from(r.why) }));
+  if (ops.length) await damaged.batch(ops);
+}
+
+/** Index entries that name a pack which is not in the repository. */
+async function checkMissingPacks(
+  entries: ScratchTable,
+  packs: ScratchTable,
+  files: ScratchTable,
+  damaged: ScratchTable,
+  cache: LocalCache,
+  problems: Problems,
+): Promise<void> {
+  let current: Buffer | null = null;
+  let missing = false;
+  let rows: { row: EntryRow; why: string }[] = [];
+  const flush = async () => {
+    await markDamaged(rows, cache, damaged);
+    rows = [];
+  };
+  for await (const [k, v] of entries.iterator()) {
+    const key = k.subarray(0, 1 + ID_BYTES);
+    if (!current || !current.equals(key)) {
+      await flush();
+      current = Buffer.from(key);
+      missing = (await packs.get(current)) === undefined;
+      if (missing) {
+        const row = rowOf(k, v);
+        const name = packObjectName(row.entry.type, row.entry.packId.toString('hex'));
+        problems.push(`pack ${name} is in the index (${await fileName(files, row.file)}) but missing from the repository`);
+      }
+    }
+    if (missing) {
+      const row = rowOf(k, v);
+      rows.push({ row, why: `its pack ${packObjectName(row.entry.type, row.entry.packId.toString('hex'))} is missing` });
+      if (rows.length >= 1024) await flush();
+    }
+  }
+  await flush();
+}
+
+/**
+ * Chooses the packs to read whole into `selected`: those due (with olderThanMs: not
+ * verified within it; a pack never seen before gets a due base spread over the window
+ * by its id, recorded in the log), then the slice, then the percentage (the packs with
+ * the smallest hash under a random key of this run: a fresh random sample each run).
+ */
+async function selectPacks(
+  t: { packs: ScratchTable; log: ScratchTable; selected: ScratchTable },
+  subset: DataSubset,
+  olderThanMs: number | undefined,
+  now: number,
+): Promise<number> {
+  const candidates: ScratchTable = t.selected; // filled with sample-order keys first when sampling
+  const order = subset.kind === 'percent' ? randomBytes(16) : null;
+  let count = 0;
+  const w = new BatchWriter(order ? candidates : t.selected);
+  for await (const pack of listedPacks(t.packs)) {
+    const key = packKey(pack.type, pack.id);
+    if (olderThanMs !== undefined) {
+      const rec = await t.log.get(key);
+      let last: number;
+      if (rec) last = decodeRecord(rec).time;
+      else {
+        last = firstSeenBase(pack.id, now, olderThanMs);
+        await mergeRecord(t.log, key, { verified: false, time: last });
+      }
+      if (last + olderThanMs > now) continue;
+    }
+    if (subset.kind === 'slice' && !inSlice(pack.id, subset.n, subset.m)) continue;
+    count++;
+    await w.put(order ? Buffer.concat([Buffer.from('r'), createHash('sha256').update(order).update(key).digest().subarray(0, 8), key]) : key, Buffer.alloc(0));
+  }
+  await w.flush();
+  if (subset.kind !== 'percent') return count;
+  // keep the first k in sample order; every other candidate (and the sample keys) goes
+  const k = Math.ceil((count * subset.percent) / 100);
+  let i = 0;
+  const ops: { type: 'put' | 'del'; key: Buffer; value?: Buffer }[] = [];
+  for await (const key of candidates.keys({ gte: Buffer.from('r'), lt: Buffer.from('s') })) {
+    ops.push({ type: 'del', key });
+    if (i++ < k) ops.push({ type: 'put', key: Buffer.from(key.subarray(9)), value: Buffer.alloc(0) });
+    if (ops.length >= 4096) await candidates.batch(ops.splice(0) as never);
+  }
+  if (ops.length) await candidates.batch(ops as never);
+  return k;
+}
+
+interface PackResult {
+  trailer: PackEntry[] | null;
+  problems: string[];
+  blobsChecked: number;
+  /** Ids whose blob failed its check. */
+  damagedIds: Buffer[];
+  unreadable: boolean;
+}
+
+async function trailerOnly(repo: Repository, pack: ListedPack): Promise<PackResult> {
+  try {
+    return { trailer: await readTrailer(repo, pack), problems: [], blobsChecked: 0, damagedIds: [], unreadable: false };
+  } catch (err) {
+    return { trailer: null, problems: [`pack ${pack.name}: trailer unreadable: ${(err as Error).message}`], blobsChecked: 0, damagedIds: [], unreadable: true };
+  }
+}
+
+async function readWhole(repo: Repository, pool: WorkerPool, pack: ListedPack): Promise<PackResult> {
+  const problems: string[] = [];
+  let bytes: Buffer;
+  try {
+    bytes = await repo.store.get(pack.name);
+  } catch (err) {
+    return { trailer: null, problems: [`pack ${pack.name}: cannot read: ${(err as Error).message}`], blobsChecked: 0, damagedIds: [], unreadable: true };
+  }
+  if (repo.hasher.hash(bytes).toString('hex') !== pack.id.toString('hex')) problems.push(`pack ${pack.name}: content does not match its name`);
+  if (bytes.length !== pack.size) {
+    return { trailer: null, problems: [...problems, `pack ${pack.name}: truncated`], blobsChecked: 0, damagedIds: [], unreadable: true };
+  }
+  let trailer: PackEntry[];
+  try {
+    trailer = trailerOf(repo, pack.name, bytes);
+  } catch (err) {
+    return { trailer: null, problems: [...problems, `pack ${pack.name}: ${(err as Error).message}`], blobsChecked: 0, damagedIds: [], unreadable: true };
+  }
+  const plains = await pool.decode(
+    bytes,
+    trailer.map((e) => ({ offset: e.offset, length: e.length, id: e.id, what: `${e.type === BlobType.Data ? 'chunk' : 'page'} ${e.id.toString('hex')} in ${pack.name}` })),
+  );
+  const damagedIds: Buffer[] = [];
+  plains.forEach((p, j) => {
+    if ('error' in p) {
+      problems.push(p.error);
+      damagedIds.push(trailer[j]!.id);
+    }
+  });
+  return { trailer, problems, blobsChecked: trailer.length, damagedIds, unreadable: false };
+}
+
+/**
+ * Compares every index entry naming this pack with the pack's trailer. Damaged: the ids
+ * of blobs that failed their check, and, when the trailer could not be read, every
+ * indexed blob of the pack.
+ */
+async function crossCheck(
+  pack: ListedPack,
+  trailer: PackEntry[] | null,
+  failed: Buffer[],
+  t: { entries: ScratchTable; files: ScratchTable; damaged: ScratchTable },
+  cache: LocalCache,
+  problems: Problems,
+): Promise<{ checked: number; bad: number; unindexed: number }> {
+  const byId = new Map<string, PackEntry>();
+  for (const e of trailer ?? []) byId.set(e.id.toString('hex'), e);
+  const failedHex = new Set(failed.map((id) => id.toString('hex')));
+  const indexed = new Set<string>();
+  let checked = 0;
+  let bad = 0;
+  let toMark: { row: EntryRow; why: string }[] = [];
+  for await (const row of entriesOf(t.entries, packKey(pack.type, pack.id))) {
+    checked++;
+    const hex = row.id.toString('hex');
+    indexed.add(hex);
+    if (!trailer) {
+      toMark.push({ row, why: `the trailer of its pack ${pack.name} is unreadable` });
+    } else if (failedHex.has(hex)) {
+      toMark.push({ row, why: `its blob in ${pack.name} fails its check` });
+    } else {
+      const p = byId.get(hex);
+      const e = row.entry;
+      if (!p) {
+        bad++;
+        problems.push(`${await fileName(t.files, row.file)}: bad index entry: blob ${hex} is not in pack ${pack.name} (its trailer does not list it)`);
+        toMark.push({ row, why: 'its index entry is bad' });
+      } else if (p.type !== e.type || p.offset !== e.offset || p.length !== e.length || p.rawLength !== e.rawLength) {
+        bad++;
+        problems.push(
+          `${await fileName(t.files, row.file)}: bad index entry: blob ${hex} in pack ${pack.name} is indexed at ` +
+            `type ${e.type} offset ${e.offset} length ${e.length} raw ${e.rawLength}, the pack trailer says ` +
+            `type ${p.type} offset ${p.offset} length ${p.length} raw ${p.rawLength}; 'pilotlight repair index' rebuilds the index`,
+        );
+        toMark.push({ row, why: 'its index entry is bad' });
+      }
+    }
+    if (toMark.length >= 1024) {
+      await markDamaged(toMark, cache, t.damaged);
+      toMark = [];
+    }
+  }
+  await markDamaged(toMark, cache, t.damaged);
+  let unindexed = 0;
+  for (const hex of byId.keys()) if (!indexed.has(hex)) unindexed++;
+  return { checked, bad, unindexed };
+}
+
+async function checkSnapshots(
+  repo: Repository,
+  damaged: ScratchTable,
+  pages: ScratchTable,
+  cache: LocalCache,
+  problems: Problems,
+): Promise<{ snapshots: number; damaged: string[]; chunksReferenced: number }> {
+  const snapshots = await new SnapshotCatalog(repo).list();
   const reader = new ManifestReader(repo);
-  const damagedSnapshots: string[] = [];
-  const goodPages = new Set<string>();
+  const out: string[] = [];
   let chunksReferenced = 0;
   for (const s of snapshots) {
-    const why = await checkSnapshot(repo, reader, s, damaged, goodPages, (n) => (chunksReferenced += n));
+    const why = await checkSnapshot(reader, s, damaged, pages, cache, (n) => (chunksReferenced += n));
     if (why.length) {
-      damagedSnapshots.push(s.id);
+      out.push(s.id);
       for (const w of why.slice(0, 5)) problems.push(`snapshot ${s.id} (${s.vm}): ${w}`);
       if (why.length > 5) problems.push(`snapshot ${s.id} (${s.vm}): ... and ${why.length - 5} more`);
     }
   }
-  return {
-    ok: problems.length === 0,
-    snapshots: snapshots.length,
-    packs: packs.size,
-    packsRead,
-    blobsChecked,
-    chunksReferenced,
-    problems,
-    damagedSnapshots,
-  };
-}
-
-async function checkPack(
-  repo: Repository,
-  pool: WorkerPool,
-  name: string,
-  size: number,
-): Promise<{ blobs: number; problems: string[]; damagedIds: string[]; unreadable: boolean }> {
-  const problems: string[] = [];
-  const damagedIds: string[] = [];
-  let bytes: Buffer;
-  try {
-    bytes = await repo.store.get(name);
-  } catch (err) {
-    return { blobs: 0, problems: [`pack ${name}: cannot read: ${(err as Error).message}`], damagedIds, unreadable: true };
-  }
-  const expected = name.slice(name.lastIndexOf('/') + 1);
-  if (repo.hasher.hash(bytes).toString('hex') !== expected) problems.push(`pack ${name}: content does not match its name`);
-  if (bytes.length !== size || bytes.length < 4) {
-    return { blobs: 0, problems: [...problems, `pack ${name}: truncated`], damagedIds, unreadable: true };
-  }
-  let entries;
-  try {
-    const tl = trailerLength(bytes.subarray(bytes.length - 4));
-    if (tl + 4 > bytes.length) throw new IntegrityError('trailer length past the start of the pack');
-    entries = decodeTrailer(bytes.subarray(bytes.length - 4 - tl, bytes.length - 4), repo.sealer, bytes.length, `pack ${name}`);
-  } catch (err) {
-    return { blobs: 0, problems: [...problems, `pack ${name}: ${(err as Error).message}`], damagedIds, unreadable: true };
-  }
-  const plains = await pool.decode(
-    bytes,
-    entries.map((e) => ({
-      offset: e.offset,
-      length: e.length,
-      id: e.id,
-      what: `${e.type === BlobType.Data ? 'chunk' : 'page'} ${e.id.toString('hex')} in ${name}`,
-    })),
-  );
-  plains.forEach((p, j) => {
-    if ('error' in p) {
-      problems.push(p.error);
-      damagedIds.push(entries[j]!.id.toString('hex'));
-    }
-  });
-  return { blobs: entries.length, problems, damagedIds, unreadable: false };
+  return { snapshots: snapshots.length, damaged: out, chunksReferenced };
 }
 
 async function checkSnapshot(
-  repo: Repository,
   reader: ManifestReader,
   s: SnapshotRecord,
-  damaged: Set<string>,
-  goodPages: Set<string>,
+  damaged: ScratchTable,
+  goodPages: ScratchTable,
+  cache: LocalCache,
   count: (n: number) => void,
 ): Promise<string[]> {
   const why: string[] = [];
-  const cache = await repo.cache();
   for (const d of s.disks) {
     const n = chunkCount(d.capacity, d.chunkSize);
     if (levelSizes(n).length !== d.depth) why.push(`disk ${d.name}: manifest depth ${d.depth} does not fit its capacity`);
@@ -159,12 +503,12 @@ async function checkSnapshot(
     for (let p = 0; p < leaves.length; p++) {
       const leafId = leaves[p]!;
       if (isZeroId(leafId)) continue;
-      const key = leafId.toString('hex');
-      if (damaged.has(key)) {
-        why.push(`disk ${d.name}: manifest page ${key} is damaged`);
+      const pageDamage = await damaged.get(leafId);
+      if (pageDamage !== undefined) {
+        why.push(`disk ${d.name}: manifest page ${leafId.toString('hex')} is damaged: ${pageDamage.toString()}`);
         continue;
       }
-      if (goodPages.has(key)) continue;
+      if ((await goodPages.get(leafId)) !== undefined) continue;
       let page: Buffer;
       try {
         page = await reader.leaf(leafId, p, n);
@@ -179,19 +523,20 @@ async function checkSnapshot(
       }
       count(ids.length);
       const found = await cache.getMany(ids);
-      let bad = 0;
+      const bad = await damaged.getMany(ids);
+      let nbad = 0;
       ids.forEach((id, j) => {
         const hex = id.toString('hex');
         if (!found[j]) {
-          bad++;
-          if (bad <= 3) why.push(`disk ${d.name}: chunk ${hex} (offset ~${(p * PAGE_SLOTS) * d.chunkSize}) is not in the index`);
-        } else if (damaged.has(hex)) {
-          bad++;
-          if (bad <= 3) why.push(`disk ${d.name}: chunk ${hex} is damaged`);
+          nbad++;
+          if (nbad <= 3) why.push(`disk ${d.name}: chunk ${hex} (offset ~${p * PAGE_SLOTS * d.chunkSize}) is not in the index`);
+        } else if (bad[j] !== undefined) {
+          nbad++;
+          if (nbad <= 3) why.push(`disk ${d.name}: chunk ${hex} is damaged: ${bad[j]!.toString()}`);
         }
       });
-      if (bad === 0) goodPages.add(key);
-      else if (bad > 3) why.push(`disk ${d.name}: ${bad - 3} more bad chunk(s) in page ${p}`);
+      if (nbad === 0) await goodPages.put(Buffer.from(leafId), Buffer.alloc(0));
+      else if (nbad > 3) why.push(`disk ${d.name}: ${nbad - 3} more bad chunk(s) in page ${p}`);
     }
   }
   return why;

@@ -148,25 +148,21 @@ export class WorkerPool {
    * `data` is moved to the worker when it owns its whole ArrayBuffer, else copied.
    */
   async decode(data: Buffer, items: DecodeItem[]): Promise<(Buffer | { error: string })[]> {
-    return (await this.decodeBlobs(data, items, false)).map((d) => ('error' in d ? d : d.data));
+    return (await this.decodeBlobs(data, items)).map((d) => ('error' in d ? d : d.data));
   }
 
   /**
-   * As decode, with each plaintext's non-zero 4 KiB runs (zero-runs.ts) found in
-   * the worker. With `into`, item k's plaintext is written at `into.offsets[k]` of
-   * that shared buffer (no buffer is allocated or moved); every item needs its
-   * plainLength then.
+   * As decode, with options: `runs` finds each plaintext's non-zero 4 KiB runs
+   * (zero-runs.ts) in the worker; with `into`, item k's plaintext is written at
+   * `into.offsets[k]` of that shared buffer (nothing allocated or moved; every
+   * item needs its plainLength then).
    */
-  decodeWithRuns(data: Buffer, items: DecodeItem[], into?: { buf: SharedArrayBuffer; offsets: number[] }): Promise<(DecodedBlob | { error: string })[]> {
-    return this.decodeBlobs(data, items, true, into);
-  }
-
-  private async decodeBlobs(
+  async decodeBlobs(
     data: Buffer,
     items: DecodeItem[],
-    runs: boolean,
-    into?: { buf: SharedArrayBuffer; offsets: number[] },
+    options: { runs?: boolean; into?: { buf: SharedArrayBuffer; offsets: number[] } } = {},
   ): Promise<(DecodedBlob | { error: string })[]> {
+    const { runs, into } = options;
     const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer);
     const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
     const seq = this.nextSeq++;

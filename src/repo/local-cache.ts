@@ -5,6 +5,7 @@ import { Level } from 'level';
 import { BlobStore } from '../store/blob-store.js';
 import { Sealer } from './crypto.js';
 import { INDEX_PREFIX } from './format.js';
+import { EpochIntent, condemnedIds, listEpochs, readDone, readIntent } from './gc-epoch.js';
 import { IndexEntry, decodeIndex, decodeLocation, encodeLocation } from './index-file.js';
 
 type Sub = import('abstract-level').AbstractSublevel<Level<Buffer, Buffer>, string | Buffer | Uint8Array, Buffer, Buffer>;
@@ -13,7 +14,7 @@ type Sub = import('abstract-level').AbstractSublevel<Level<Buffer, Buffer>, stri
  * The local cache of a repository: its index in a LevelDB database (so memory stays
  * bounded whatever the repository size) mapping chunk id -> location, plus the
  * names of the index files it holds. `sync()` loads index files it has not seen
- * and rebuilds from scratch when one it holds has gone (after a prune).
+ * and applies what GC epochs changed (see sync).
  *
  * One process at a time can open a LevelDB directory. When another pilotlight
  * process holds the shared cache (two backups at once), this one builds a private
@@ -25,6 +26,7 @@ export class LocalCache {
     private readonly ids: Sub,
     private readonly files: Sub,
     private readonly records: Sub,
+    private readonly meta: Sub,
     readonly dir: string,
     private readonly privateDir: boolean,
   ) {}
@@ -37,7 +39,9 @@ export class LocalCache {
 
   static async open(repoId: string, root = LocalCache.defaultRoot()): Promise<LocalCache> {
     const dir = path.join(root, repoId, 'cache');
-    await fsp.mkdir(dir, { recursive: true });
+    // chunk ids and snapshot records' plaintext: only the owner may read them (0700, whatever the umask)
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    for (const d of [path.join(root, repoId), dir]) await fsp.chmod(d, 0o700);
     try {
       return await LocalCache.openAt(dir, false);
     } catch (err) {
@@ -53,15 +57,29 @@ export class LocalCache {
     const ids = db.sublevel<Buffer, Buffer>('i', { keyEncoding: 'buffer', valueEncoding: 'buffer' });
     const files = db.sublevel<Buffer, Buffer>('f', { keyEncoding: 'buffer', valueEncoding: 'buffer' });
     const records = db.sublevel<Buffer, Buffer>('s', { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-    return new LocalCache(db, ids, files, records, dir, privateDir);
+    const meta = db.sublevel<Buffer, Buffer>('g', { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    return new LocalCache(db, ids, files, records, meta, dir, privateDir);
   }
 
-  /** Brings the cache in step with the repository's index files. Returns how many it loaded. */
+  /**
+   * Brings the cache in step with the repository's index files. Returns how many it loaded.
+   *
+   * After a prune it catches up instead of rebuilding: for each GC epoch not yet
+   * applied it drops the condemned blobs whose cached location is a condemned
+   * pack, and once the epoch is done it forgets the superseded index files (their
+   * replacements are new index files and load like any other). Only an index
+   * file that vanished without an epoch saying so (a repair, damage) still
+   * triggers a full rebuild.
+   */
   async sync(store: BlobStore, sealer: Sealer): Promise<number> {
     const present = new Set<string>();
     for await (const b of store.list(INDEX_PREFIX)) present.add(b.name);
+    let fresh = true;
+    for await (const _ of this.files.keys({ limit: 1 })) fresh = false;
+    const superseded = await this.applyEpochs(store, sealer, fresh);
     const known = new Set<string>();
     for await (const k of this.files.keys()) known.add(k.toString());
+    for (const k of superseded) known.delete(k);
     let stale = false;
     for (const k of known) if (!present.has(k)) stale = true;
     if (stale) {
@@ -69,7 +87,7 @@ export class LocalCache {
       await this.files.clear();
       known.clear();
     }
-    const missing = [...present].filter((n) => !known.has(n));
+    const missing = [...present].filter((n) => !known.has(n) && !superseded.has(n));
     let loaded = 0;
     const queue = missing.slice();
     const worker = async () => {
@@ -81,6 +99,61 @@ export class LocalCache {
     };
     await Promise.all(Array.from({ length: Math.min(8, queue.length) }, worker));
     return loaded;
+  }
+
+  /** The highest GC epoch whose condemned set this cache has applied. */
+  async appliedEpoch(): Promise<number> {
+    const v = await this.meta.get(Buffer.from('intent'));
+    return v ? Number(v.toString()) : 0;
+  }
+
+  /**
+   * Applies GC epochs (see sync). Returns the index files superseded by done
+   * epochs (never to be loaded again, even while their deletion is under way).
+   */
+  private async applyEpochs(store: BlobStore, sealer: Sealer, fresh: boolean): Promise<Set<string>> {
+    const epochs = await listEpochs(store);
+    const superseded = new Set<string>();
+    let applied = await this.appliedEpoch();
+    for (const e of epochs) {
+      if (e.epoch > applied) {
+        if (!fresh) {
+          const intent = await readIntent(store, sealer, e.epoch);
+          if (intent) await this.dropCondemned(store, sealer, intent);
+        }
+        applied = e.epoch;
+        await this.meta.put(Buffer.from('intent'), Buffer.from(String(applied)));
+      }
+      if (!e.done) continue;
+      const doneKey = Buffer.from(`done:${e.epoch}`);
+      const appliedDone = (await this.meta.get(doneKey)) !== undefined;
+      if (e.end && appliedDone) continue;
+      if (e.end && fresh) {
+        await this.meta.put(doneKey, Buffer.alloc(0));
+        continue;
+      }
+      const done = await readDone(store, sealer, e.epoch);
+      if (!done) continue;
+      if (!e.end) for (const n of done.superseded) superseded.add(n);
+      if (!appliedDone) {
+        await this.db.batch(done.superseded.map((n) => ({ type: 'del' as const, key: Buffer.from(n), sublevel: this.files })) as never);
+        await this.meta.put(doneKey, Buffer.alloc(0));
+      }
+    }
+    return superseded;
+  }
+
+  /** Deletes cached entries of condemned blobs, but only where the cache locates them in a condemned pack. */
+  private async dropCondemned(store: BlobStore, sealer: Sealer, intent: EpochIntent): Promise<void> {
+    const packs = new Set(intent.condemnedPacks.map((n) => n.slice(n.lastIndexOf('/') + 1)));
+    for await (const ids of condemnedIds(store, sealer, intent)) {
+      const found = await this.ids.getMany(ids);
+      const ops: { type: 'del'; key: Buffer; sublevel: Sub }[] = [];
+      found.forEach((v, i) => {
+        if (v && packs.has(decodeLocation(v).packId.toString('hex'))) ops.push({ type: 'del', key: Buffer.from(ids[i]!), sublevel: this.ids });
+      });
+      if (ops.length) await this.db.batch(ops as never);
+    }
   }
 
   /** Records the entries of one index file (after it was written to the repository). */
@@ -113,6 +186,13 @@ export class LocalCache {
   /** Snapshot records are immutable, so a cached copy never goes stale (only absent). */
   async getRecord(name: string): Promise<Buffer | undefined> {
     return this.records.get(Buffer.from(name));
+  }
+
+  /** Names of the cached records. */
+  async recordNames(): Promise<string[]> {
+    const out: string[] = [];
+    for await (const k of this.records.keys()) out.push(k.toString());
+    return out;
   }
 
   async putRecord(name: string, bytes: Buffer): Promise<void> {

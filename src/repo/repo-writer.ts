@@ -9,11 +9,23 @@ export interface WriterStats {
   indexFiles: number;
 }
 
+/** Decides which index hits a run may deduplicate against (the backup's GC guard). */
+export interface ReuseFilter {
+  accept(found: (IndexEntry | null)[]): Promise<boolean[]>;
+}
+
 export interface WriterOptions {
+  /** Filters index hits before they count as stored. */
+  reuse?: ReuseFilter;
   /** Pack uploads in flight at once (memory: this many packs, plus one filling per blob type). */
   maxUploads?: number;
   /** Write an index file once this many packs are uploaded and not yet indexed. */
   packsPerIndex?: number;
+  /**
+   * When given, uploaded packs' entries go here instead of into index files the
+   * writer writes (prune writes its own compacted index files).
+   */
+  onPackStored?: (entries: IndexEntry[]) => Promise<void>;
 }
 
 /**
@@ -33,6 +45,8 @@ export class RepoWriter {
   /** Ids added by this run and not yet in the local cache: hex -> true. Bounded by unindexed packs. */
   private readonly pending = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
+  /** Packs this run uploaded (hex ids; one per 16 MiB written). */
+  private readonly own = new Set<string>();
   private unindexed: IndexEntry[] = [];
   private unindexedPacks = 0;
   private indexChain: Promise<void> = Promise.resolve();
@@ -40,17 +54,24 @@ export class RepoWriter {
   readonly stats: WriterStats = { packsWritten: 0, packBytes: 0, indexFiles: 0 };
   private readonly maxUploads: number;
   private readonly packsPerIndex: number;
+  private readonly onPackStored?: (entries: IndexEntry[]) => Promise<void>;
+  private readonly reuse?: ReuseFilter;
 
   constructor(private readonly repo: Repository, options: WriterOptions = {}) {
     this.maxUploads = options.maxUploads ?? 3;
     this.packsPerIndex = options.packsPerIndex ?? 8;
+    this.onPackStored = options.onPackStored;
+    this.reuse = options.reuse;
   }
 
   /** Whether the repository holds, or this run is adding, each id. */
   async knownMany(ids: Buffer[]): Promise<boolean[]> {
     const cache = await this.repo.cache();
     const found = await cache.getMany(ids);
-    return ids.map((id, i) => found[i] !== null || this.pending.has(id.toString('hex')));
+    // this run's own blobs (pending, or indexed by this run) need no filter; the rest do
+    const fromRepo = found.map((f, i) => (f !== null && !this.pending.has(ids[i]!.toString('hex')) && !this.own.has(f.packId.toString('hex')) ? f : null));
+    const accepted = this.reuse ? await this.reuse.accept(fromRepo) : fromRepo.map((f) => f !== null);
+    return ids.map((id, i) => accepted[i]! || this.pending.has(id.toString('hex')) || (found[i] !== null && this.own.has(found[i]!.packId.toString('hex'))));
   }
 
   async known(id: Buffer): Promise<boolean> {
@@ -92,6 +113,7 @@ export class RepoWriter {
       .put(name, bytes, { kind: type === BlobType.Data ? 'data' : 'metadata' })
       .then(() => {
         this.stats.packsWritten++;
+        this.own.add(packId.toString('hex'));
         this.stats.packBytes += bytes.length;
         for (const e of entries) this.unindexed.push({ ...e, packId });
         this.unindexedPacks++;
@@ -116,9 +138,11 @@ export class RepoWriter {
     this.indexChain = this.indexChain.then(async () => {
       if (this.failure) return;
       try {
-        const plain = encodeIndexPlain(entries);
-        const name = `${INDEX_PREFIX}${this.repo.hasher.hash(plain).toString('hex')}`;
-        await this.repo.store.put(name, this.repo.sealer.seal([plain]), { kind: 'metadata' });
+        if (this.onPackStored) {
+          await this.onPackStored(entries);
+          return;
+        }
+        const name = await writeIndexFile(this.repo, entries);
         await (await this.repo.cache()).add(name, entries);
         for (const e of entries) this.pending.delete(e.id.toString('hex'));
         this.stats.indexFiles++;
@@ -151,6 +175,14 @@ export class RepoWriter {
     while (this.uploads.size > 0) await Promise.race(this.uploads);
     await this.indexChain;
   }
+}
+
+/** Writes one index file (content-named) and returns its name. */
+export async function writeIndexFile(repo: Repository, entries: IndexEntry[]): Promise<string> {
+  const plain = encodeIndexPlain(entries);
+  const name = `${INDEX_PREFIX}${repo.hasher.hash(plain).toString('hex')}`;
+  await repo.store.put(name, repo.sealer.seal([plain]), { kind: 'metadata' });
+  return name;
 }
 
 /** A pack being filled: blobs are copied into one buffer as they come, so closing it copies nothing. */

@@ -140,7 +140,16 @@ export class Repository {
   async readBlob(id: Buffer, what = 'blob'): Promise<Buffer> {
     const e = await this.lookup(id);
     if (!e) throw new IntegrityError(`${what} ${id.toString('hex')} is not in the index: the repository is missing data`);
-    return this.readIndexed(e, what);
+    try {
+      return await this.readIndexed(e, what);
+    } catch (err) {
+      // a prune may have moved the blob since the cache was read: catch up once and retry
+      if (!(err instanceof IntegrityError) || !/is missing$/.test(err.message)) throw err;
+      await this.refreshIndex();
+      const moved = await this.lookup(id);
+      if (!moved || moved.packId.equals(e.packId)) throw err;
+      return this.readIndexed(moved, what);
+    }
   }
 
   async readIndexed(e: IndexEntry, what = 'blob'): Promise<Buffer> {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import { UserError } from '../repo/errors.js';
 import { SNAPSHOTS_PREFIX } from '../repo/format.js';
+import { readFences, recordCommitted } from '../repo/fence.js';
 import { Repository } from '../repo/repository.js';
 
 /**
@@ -44,6 +45,8 @@ export interface SnapshotRecord {
   source: string;
   disks: DiskRecord[];
   stats: SnapshotStats;
+  /** The lease of the backup that wrote it (docs/FORMAT.md, "Fences"). */
+  lease?: string;
 }
 
 export function newSnapshotId(time: Date): string {
@@ -80,18 +83,39 @@ export class SnapshotCatalog {
     return r;
   }
 
-  /** Every snapshot, oldest first; with vm, only that vm's. */
-  async list(vm?: string): Promise<SnapshotRecord[]> {
+  /**
+   * Ids of every stored record, as listed (not de-duplicated, not checked against
+   * fences); with idPrefix, only ids starting with it (`202612`: December 2026).
+   */
+  async listIds(idPrefix = ''): Promise<string[]> {
     const ids: string[] = [];
-    for await (const b of this.repo.store.list(SNAPSHOTS_PREFIX)) {
+    for await (const b of this.repo.store.list(`${SNAPSHOTS_PREFIX}${idPrefix}`)) {
       const id = b.name.slice(SNAPSHOTS_PREFIX.length);
       if (ID_RE.test(id)) ids.push(id);
     }
-    ids.sort();
+    return ids;
+  }
+
+  /** Whether the record is stored (asks the store, not the cache). */
+  async exists(id: string): Promise<boolean> {
+    return (await this.repo.store.head(`${SNAPSHOTS_PREFIX}${id}`)) !== null;
+  }
+
+  /** Deletes a record (and its cached copy). */
+  async delete(id: string): Promise<void> {
+    const name = `${SNAPSHOTS_PREFIX}${id}`;
+    await this.repo.store.delete(name);
+    await (await this.repo.cache()).deleteRecord(name);
+  }
+
+  /** Every committed snapshot, oldest first; with vm, only that vm's. Records of fenced backups that no prune accepted are not committed. */
+  async list(vm?: string): Promise<SnapshotRecord[]> {
+    const ids = [...new Set(await this.listIds())].sort();
+    const fences = await readFences(this.repo.store);
     const out: SnapshotRecord[] = [];
     for (const id of ids) {
       const r = await this.load(id);
-      if (!vm || r.vm === vm) out.push(r);
+      if ((!vm || r.vm === vm) && recordCommitted(fences, r.id, r.lease)) out.push(r);
     }
     out.sort((a, b) => (a.time === b.time ? a.id.localeCompare(b.id) : a.time.localeCompare(b.time)));
     return out;

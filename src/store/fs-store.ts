@@ -1,5 +1,6 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp, constants as fsc } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   BlobExistsError,
@@ -13,19 +14,55 @@ import {
   checkBlobName,
 } from './blob-store.js';
 
+/** Hooks for the two fsyncs of a put; tests record or hold them. Each gets the real operation. */
+export interface FsStoreOptions {
+  syncDir?: (dir: string, real: (dir: string) => Promise<void>) => Promise<void>;
+  syncFile?: (fh: fsp.FileHandle, real: (fh: fsp.FileHandle) => Promise<void>) => Promise<void>;
+}
+
+/** Temps of another host, or of an unknown writer, older than this are a crashed writer's. */
+export const TEMP_SAFE_AGE_MS = 3600_000;
+/** A temp of this host whose pid is alive is still removed after this long (the pid was reused). */
+const TEMP_PID_REUSE_MS = 24 * 3600_000;
+
 /**
  * A directory on a local or network file system. Each object is one file.
- * put writes `.tmp-<random>` in the target directory, fsyncs it, then renames
- * it into place (or links it, for ifNotExists, so that a concurrent writer of
- * the same name fails instead of being overwritten) and fsyncs the directory.
- * Temporary files left by a crash are never listed and are removed by `sweepTemp`.
+ * put writes `.tmp-<host>-<pid>-<random>` in the target directory, fsyncs it, then
+ * renames it into place (or links it, for ifNotExists, so that a concurrent writer of
+ * the same name fails instead of being overwritten) and fsyncs the directory. A
+ * directory that put had to create is made durable too: each new directory's parent is
+ * fsynced, up to the first one that already existed.
+ *
+ * Temporary files left by a killed writer are never listed. They are removed (see
+ * `sweepTemp` for the rule: never a live writer's) from a directory the first time this
+ * store puts into it, and from the whole tree by `sweepTemp()` (`pilotlight repair`).
  */
 export class FsStore implements BlobStore {
   readonly capabilities: StoreCapabilities = { conditionalPut: true };
   readonly location: string;
+  private readonly swept = new Set<string>();
 
-  constructor(readonly root: string) {
+  constructor(
+    readonly root: string,
+    private readonly options: FsStoreOptions = {},
+  ) {
     this.location = path.resolve(root);
+  }
+
+  private syncDir(dir: string): Promise<void> {
+    return this.options.syncDir ? this.options.syncDir(dir, syncDir) : syncDir(dir);
+  }
+
+  /** mkdir -p, then fsync the parent of every directory it created (deepest first), so each entry is durable. */
+  private async makeDir(dir: string): Promise<void> {
+    const first = await fsp.mkdir(dir, { recursive: true });
+    if (!first) return;
+    const parents: string[] = [];
+    for (let d = dir; ; d = path.dirname(d)) {
+      parents.push(path.dirname(d));
+      if (d === path.resolve(first) || path.dirname(d) === d) break;
+    }
+    for (const p of parents) await this.syncDir(p);
   }
 
   private file(name: string): string {
@@ -36,12 +73,16 @@ export class FsStore implements BlobStore {
   async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     const target = this.file(name);
     const dir = path.dirname(target);
-    await fsp.mkdir(dir, { recursive: true });
-    const tmp = path.join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    await this.makeDir(dir);
+    if (!this.swept.has(dir)) {
+      this.swept.add(dir);
+      await this.sweepDir(dir, TEMP_SAFE_AGE_MS).catch(() => 0); // housekeeping: never fails a put
+    }
+    const tmp = path.join(dir, `.tmp-${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`);
     const fh = await fsp.open(tmp, 'wx', 0o600);
     try {
       await fh.writeFile(data);
-      await fh.sync();
+      await (this.options.syncFile ? this.options.syncFile(fh, (f) => f.sync()) : fh.sync());
     } finally {
       await fh.close();
     }
@@ -61,7 +102,7 @@ export class FsStore implements BlobStore {
       await fsp.rm(tmp, { force: true });
       throw err;
     }
-    await syncDir(dir);
+    await this.syncDir(dir);
   }
 
   async get(name: string, range?: ByteRange): Promise<Buffer> {
@@ -138,26 +179,60 @@ export class FsStore implements BlobStore {
 
   async close(): Promise<void> {}
 
-  /** Removes temporary files older than `olderThanMs` left by crashed writers. */
-  async sweepTemp(olderThanMs = 3600_000): Promise<number> {
+  /**
+   * Removes the temporary files of writers that are gone, in the whole tree; returns how many.
+   * A temp is removed when its writer ran on this host and its pid is dead, or (another
+   * host's, or an unknown writer's) when it is older than `olderThanMs` (default 1 hour);
+   * a temp of a live pid of this host only after 24 hours (the pid was reused: no put
+   * takes that long, since a temp is written in one go). Never a live writer's.
+   */
+  async sweepTemp(olderThanMs = TEMP_SAFE_AGE_MS): Promise<number> {
     let removed = 0;
-    const now = Date.now();
     const visit = async (dir: string): Promise<void> => {
+      removed += await this.sweepDir(dir, olderThanMs);
       const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
-      for (const e of entries) {
-        const p = path.join(dir, e.name);
-        if (e.isDirectory()) await visit(p);
-        else if (e.name.startsWith('.tmp-')) {
-          const st = await fsp.stat(p).catch(() => null);
-          if (st && now - st.mtimeMs > olderThanMs) {
-            await fsp.rm(p, { force: true });
-            removed++;
-          }
-        }
-      }
+      for (const e of entries) if (e.isDirectory()) await visit(path.join(dir, e.name));
     };
     await visit(this.location);
     return removed;
+  }
+
+  private async sweepDir(dir: string, olderThanMs: number): Promise<number> {
+    let removed = 0;
+    const now = Date.now();
+    for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+      if (!name.startsWith('.tmp-')) continue;
+      const p = path.join(dir, name);
+      const st = await fsp.stat(p).catch(() => null);
+      if (!st || !st.isFile()) continue;
+      const age = now - st.mtimeMs;
+      const owner = tempOwner(name);
+      const mine = owner?.host === HOST_TAG;
+      const dead = mine ? !pidAlive(owner.pid) : age > olderThanMs;
+      if (dead || (mine && age > TEMP_PID_REUSE_MS)) {
+        await fsp.rm(p, { force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+}
+
+/** 8 hex digits naming this host in temp names (hostnames may hold characters names cannot). */
+const HOST_TAG = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
+
+/** The writer a temp name records (`.tmp-<host>-<pid>-<random>`); null for older names. */
+export function tempOwner(name: string): { host: string; pid: number } | null {
+  const m = /^\.tmp-([0-9a-f]{8})-([0-9]+)-[0-9a-f]+$/.exec(name);
+  return m ? { host: m[1]!, pid: Number(m[2]) } : null;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, another user's
   }
 }
 

@@ -3,6 +3,7 @@ import { FsStore } from './fs-store.js';
 import { MeteredStore } from './metered-store.js';
 import { RetryOptions, RetryingStore } from './retrying-store.js';
 import type { S3StoreOptions } from './s3-store.js';
+import { checkPackStorageClass } from './storage-class.js';
 
 export interface OpenStoreOptions {
   /** `http://127.0.0.1:7480`; else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS itself. */
@@ -68,6 +69,7 @@ function endpointFromEnv(): string | undefined {
  */
 export async function openStore(location: string, options: OpenStoreOptions = {}): Promise<MeteredStore> {
   const parsed = parseLocation(location);
+  if (options.storageClass) checkPackStorageClass(options.storageClass);
   if (parsed.kind === 'fs') return new MeteredStore(new FsStore(parsed.path!));
 
   const endpoint = options.s3Endpoint || endpointFromEnv();

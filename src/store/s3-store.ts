@@ -29,6 +29,7 @@ import {
 } from './blob-store.js';
 import { RequestClass, RequestReporter, WireRequest } from './metered-store.js';
 import { errnoCode, errorStatus, isTransientError } from './retrying-store.js';
+import { checkPackStorageClass } from './storage-class.js';
 
 // The SDK warns on every start under Node 20 that its releases after January 2027 will
 // need Node 22. That is for whoever bumps the pinned SDK version, not for users of the
@@ -187,6 +188,7 @@ export class S3Store implements BlobStore, RequestReporter {
     this.location = `s3://${this.bucket}/${prefix}`;
     this.caps = { conditionalPut: options.conditionalPut ?? false };
     this.autoProbe = options.conditionalPut === undefined;
+    if (options.storageClass) checkPackStorageClass(options.storageClass);
     this.storageClass = options.storageClass;
     this.multipartThreshold = options.multipartThreshold ?? 32 * MiB;
     this.partSize = Math.max(MIN_PART, options.partSize ?? 16 * MiB);

@@ -51,6 +51,8 @@ export async function startLab(maxBytesPerCall = 3 * 1024 * 1024): Promise<Lab> 
     FAKE_VDDK_USER: VCSIM_USER,
     FAKE_VDDK_PASSWORD: VCSIM_PASSWORD,
     FAKE_VDDK_THUMBPRINT: proxy.thumbprint,
+    // the CLI's VDDK worker gets only the environment it needs: pass the test double's settings on
+    PILOTLIGHT_VDDK_ENV: 'FAKE_VDDK_*',
   };
   return {
     dir,

@@ -26,8 +26,33 @@ export interface VddkWorkerOptions {
   /** Passed to VixDiskLib_InitEx as libDir (default: the VDDK root, the parent of a `lib64` libDir). */
   initLibDir?: string | null;
   configFile?: string | null;
-  /** Extra environment for the child (tests use it for the fake library). */
+  /** Extra environment for the child, passed as given (tests use it for the fake library). */
   env?: NodeJS.ProcessEnv;
+}
+
+/** Variables the worker keeps from the parent: the search path, home and temp dirs, time zone, locale. */
+const KEPT = new Set(['PATH', 'HOME', 'USER', 'LOGNAME', 'TMPDIR', 'TZ', 'LANG', 'LANGUAGE']);
+/** Never passed, even when PILOTLIGHT_VDDK_ENV names them: the worker gets credentials over IPC, per call. */
+const SECRET_RE = /^(PILOTLIGHT_PASSWORD|AWS_|VSPHERE_PASSWORD)/;
+
+/**
+ * The worker's environment: what VDDK and Node need (KEPT, LC_*, LD_LIBRARY_PATH with
+ * the VDDK lib64 directory first), the names or `PREFIX_*` patterns listed in
+ * PILOTLIGHT_VDDK_ENV (comma-separated; secrets excepted), and `opts.env` as given.
+ * Never the repository password or cloud credentials: the worker loads a closed
+ * third-party library and has no use for them.
+ */
+export function workerEnvironment(parent: NodeJS.ProcessEnv, opts: Pick<VddkWorkerOptions, 'libDir' | 'env'>): NodeJS.ProcessEnv {
+  const extra = (parent.PILOTLIGHT_VDDK_ENV ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const wanted = (name: string) =>
+    KEPT.has(name) || name.startsWith('LC_') || extra.some((x) => (x.endsWith('*') ? name.startsWith(x.slice(0, -1)) : name === x));
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(parent)) {
+    if (value !== undefined && wanted(name) && !SECRET_RE.test(name)) env[name] = value;
+  }
+  Object.assign(env, opts.env);
+  env.LD_LIBRARY_PATH = [opts.libDir, parent.LD_LIBRARY_PATH].filter(Boolean).join(':');
+  return env;
 }
 
 export interface OpenedDisk {
@@ -45,8 +70,7 @@ export class VddkWorker {
 
   private constructor(opts: VddkWorkerOptions) {
     const script = fileURLToPath(new URL('./vddk-worker.js', import.meta.url));
-    const env = { ...process.env, ...opts.env };
-    env.LD_LIBRARY_PATH = [opts.libDir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':');
+    const env = workerEnvironment(process.env, opts);
     this.child = fork(script, [], {
       env,
       serialization: 'advanced',
