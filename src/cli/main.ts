@@ -12,6 +12,7 @@ import {
 } from './commands.js';
 import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
+import { quietSdkNodeVersionWarning } from './node-support.js';
 import { registerDrill, registerServe } from './nbd.js';
 import { registerGc } from './gc.js';
 
@@ -50,6 +51,7 @@ export async function buildProgram(): Promise<Command> {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  quietSdkNodeVersionWarning();
   const program = await buildProgram();
   try {
     await program.parseAsync(argv);
