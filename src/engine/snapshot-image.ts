@@ -14,10 +14,12 @@ const WINDOW = 64;
 /** Windows in flight ahead of the consumer (memory: about this many x 4 MiB, plus packed bytes). */
 const WINDOWS_AHEAD = 3;
 /**
- * Shared buffers of one window each for leased chunks: the windows in flight, the
- * one being consumed and one whose last writes are finishing.
+ * Shared buffers of one window each for leased chunks: the windows in flight, and
+ * three for the consumer (the window it reads, and up to two whose last writes are
+ * still queued or finishing; a consumer that holds more windows than that
+ * stalls the fetches until it releases some).
  */
-const SLABS = WINDOWS_AHEAD + 2;
+const SLABS = WINDOWS_AHEAD + 3;
 
 /**
  * A DiskImage over one disk of a committed snapshot. Reads are grouped by pack
