@@ -75,7 +75,7 @@ function machine() {
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const { flags, on } = parseArgs(process.argv.slice(2), ['peers', 'quick', 'rebuild', 'publish', 'help']);
+  const { flags, on } = parseArgs(process.argv.slice(2), ['peers', 'quick', 'rebuild', 'publish', 'help', 'skip-cross']);
   if (on.has('help')) {
     process.stdout.write('usage: npm run bench -- [--peers] [--size 4G] [--states 4] [--reps 3] [--quick] [--rebuild] [--name NAME] [--tools a,b] [--publish]\n');
     return;
@@ -229,7 +229,7 @@ async function main(): Promise<void> {
 
   // Two VMs from one template, once (sizes do not vary between repetitions).
   const cross: Results['dedup']['crossVm'] = {};
-  if (web2) {
+  if (web2 && !on.has('skip-cross')) {
     const dir = path.join(workRoot, 'cross');
     await fsp.rm(dir, { recursive: true, force: true });
     for (let k = 0; k < toolNames.length; k++) {
