@@ -24,7 +24,7 @@ export async function afterBackup(
   opts: { ebsShadow?: boolean; region?: string },
 ): Promise<Record<string, unknown>> {
   if (!opts.ebsShadow) return {};
-  const record = await new SnapshotCatalog(repo).load(report.snapshot);
+  const record = await new SnapshotCatalog(repo).load(report.snapshot, report.vm);
   const { pushSnapshotToEbs } = await import('./cloud.js'); // the AWS SDK loads only when used
   const pushed = await pushSnapshotToEbs(repo, record, { region: opts.region, json: true });
   return { ebs: pushed };
@@ -75,7 +75,7 @@ export function registerInit(program: Command): void {
     .option('--pack-size <MiB>', 'target pack size in MiB', parseIntOption('--pack-size'), 16)
     .action(async (opts: { encryption: boolean; compression: 'zstd' | 'lz4' | 'none'; packSize: number }, cmd: Command) => {
       if (opts.packSize < 1 || opts.packSize > 1024) throw new UserError('--pack-size must be between 1 and 1024 MiB');
-      const repo = await initRepo(cmd, { encrypted: opts.encryption, compression: opts.compression, packSize: opts.packSize * 1048576 });
+      const repo = await initRepo(cmd, { encrypted: opts.encryption && globals(cmd).encryption !== false, compression: opts.compression, packSize: opts.packSize * 1048576 });
       try {
         const out = { repository: repo.location, id: repo.config.id, encryption: repo.config.encryption, compression: repo.config.compression, version: repo.config.version };
         if (globals(cmd).json) printJson(out);

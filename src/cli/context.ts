@@ -1,12 +1,15 @@
 import { Command } from 'commander';
 import { UserError } from '../repo/errors.js';
-import { InitOptions, Repository } from '../repo/repository.js';
+import { Credentials, InitOptions, Repository } from '../repo/repository.js';
 import { openStore } from '../store/open-store.js';
 
 /** Options every repository command takes (on the program, so they go before or after the command). */
 export interface GlobalOptions {
   repo?: string;
   passwordFile?: string;
+  passwordCommand?: string;
+  /** false when --no-encryption was given. */
+  encryption?: boolean;
   s3Endpoint?: string;
   storageClass?: string;
   cacheDir?: string;
@@ -27,18 +30,23 @@ export async function openRepo(cmd: Command): Promise<Repository> {
   const g = globals(cmd);
   const store = await openStore(repoLocation(g), { s3Endpoint: g.s3Endpoint, storageClass: g.storageClass });
   try {
-    return await Repository.open(store, { passwordFile: g.passwordFile }, g.cacheDir);
+    return await Repository.open(store, credentials(g), g.cacheDir);
   } catch (err) {
     await store.close().catch(() => {});
     throw err;
   }
 }
 
+/** The password sources the global options name. */
+export function credentials(g: GlobalOptions): Credentials {
+  return { passwordFile: g.passwordFile, passwordCommand: g.passwordCommand, expectUnencrypted: g.encryption === false };
+}
+
 export async function initRepo(cmd: Command, options: Omit<InitOptions, 'passwordFile'>): Promise<Repository> {
   const g = globals(cmd);
   const store = await openStore(repoLocation(g), { s3Endpoint: g.s3Endpoint, storageClass: g.storageClass });
   try {
-    return await Repository.init(store, { ...options, passwordFile: g.passwordFile });
+    return await Repository.init(store, { ...options, ...credentials(g) });
   } catch (err) {
     await store.close().catch(() => {});
     throw err;

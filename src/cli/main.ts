@@ -12,6 +12,7 @@ import {
 } from './commands.js';
 import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
+import { registerKey, registerMigrate } from './keys.js';
 import { quietSdkNodeVersionWarning } from './node-support.js';
 import { registerDrill, registerServe } from './nbd.js';
 import { registerGc } from './gc.js';
@@ -24,6 +25,8 @@ export async function buildProgram(): Promise<Command> {
     .version((createRequire(import.meta.url)('../../../package.json') as { version: string }).version)
     .option('--repo <location>', 'repository: a directory or s3://BUCKET/PREFIX (env PILOTLIGHT_REPO)')
     .option('--password-file <file>', 'file holding the repository password (env PILOTLIGHT_PASSWORD)')
+    .option('--password-command <cmd>', 'shell command that prints the repository password (a secret manager)')
+    .option('--no-encryption', 'expect an unencrypted repository (otherwise one is refused when a password is given)')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (env AWS_ENDPOINT_URL_S3)')
     .option('--storage-class <class>', 'S3 storage class for data packs (STANDARD_IA, GLACIER_IR, ...)')
     .option('--cache-dir <dir>', 'local cache directory (env PILOTLIGHT_CACHE_DIR)')
@@ -47,6 +50,8 @@ export async function buildProgram(): Promise<Command> {
   registerServe(program);
   registerDrill(program);
   registerGc(program);
+  registerKey(program);
+  registerMigrate(program);
   return program;
 }
 

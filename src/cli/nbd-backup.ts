@@ -13,6 +13,7 @@ interface NbdBackupOptions {
   vm: string;
   bitmap?: string;
   checkpoint?: string;
+  sinceCheckpoint?: string;
   qmp?: string;
   parent: string;
   ebsShadow?: boolean;
@@ -26,7 +27,8 @@ export function registerNbdBackup(backup: Command): void {
     .argument('<uri...>', 'nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT, one per disk, in order')
     .requiredOption('--vm <name>', 'the VM these disks belong to')
     .option('--bitmap <name>', "dirty bitmap holding every write since the parent snapshot's checkpoint (qemu:dirty-bitmap:NAME)")
-    .option('--checkpoint <name>', 'the bitmap that records writes from this backup on (default: --bitmap)')
+    .option('--checkpoint <name>', 'the bitmap (checkpoint) that records writes from this backup on (default: --bitmap); alone, on a first backup')
+    .option('--since-checkpoint <name>', "the checkpoint --bitmap records writes since, when the bitmap is named otherwise (libvirt's backup-vda)")
     .option('--qmp <socket>', 'QMP socket of the qemu or qemu-storage-daemon serving the disks: pilotlight adds, exports and removes the bitmaps itself')
     .option('--parent <snapshot>', "parent snapshot: 'auto' (latest of the vm), 'none', or an id", 'auto');
   addAfterBackupOptions(cmd).action(async (uris: string[], opts: NbdBackupOptions, c: Command) => {
@@ -41,6 +43,7 @@ export function registerNbdBackup(backup: Command): void {
         uris,
         bitmap: opts.bitmap,
         checkpoint: opts.checkpoint,
+        sinceCheckpoint: opts.sinceCheckpoint,
         qmp: opts.qmp,
         log: g.json ? undefined : (m) => process.stderr.write(`pilotlight: ${m}\n`),
       });

@@ -135,7 +135,7 @@ export function registerDrill(program: Command): void {
             firmware: opts.firmware,
             accel: opts.accel as 'auto' | 'kvm' | 'tcg',
             memoryMiB: opts.memory,
-            log: json ? undefined : (line) => process.stderr.write(`pilotlight: ${line}\n`),
+            log: (line) => process.stderr.write(`pilotlight: ${line}\n`),
           });
           if (json) printJson(report);
           else {

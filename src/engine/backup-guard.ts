@@ -45,12 +45,13 @@ export class BackupGuard implements ReuseFilter {
   private constructor(
     private readonly repo: Repository,
     readonly lease: Lease,
+    private readonly vm: string,
   ) {}
 
   /** Writes the lease: call before the run reads the index or any snapshot. */
   static async start(repo: Repository, vm: string): Promise<BackupGuard> {
     const lease = await Lease.acquire(repo.store, 'backup', { vm });
-    const g = new BackupGuard(repo, lease);
+    const g = new BackupGuard(repo, lease, vm);
     lease.onRefresh = () => {
       if (g.committing) return Promise.resolve();
       return g.checkEpochs().catch((err) => {
@@ -89,7 +90,7 @@ export class BackupGuard implements ReuseFilter {
   }
 
   private async checkParent(): Promise<void> {
-    if (this.parent && !(await new SnapshotCatalog(this.repo).exists(this.parent))) {
+    if (this.parent && !(await new SnapshotCatalog(this.repo).exists(this.parent, this.vm))) {
       throw new UserError(`the parent snapshot ${this.parent} was forgotten while this backup ran; nothing was committed, run the backup again`, 6);
     }
   }
@@ -166,7 +167,7 @@ export class BackupGuard implements ReuseFilter {
     }
     const w = this.writer!;
     if (!w.claim(e.id)) return; // stored again already
-    await w.add(e.type, Buffer.from(e.id), this.repo.codec.encode(this.repo.defaultCodec, plain), plain.length);
+    await w.add(e.type, Buffer.from(e.id), this.repo.codec.encode(this.repo.defaultCodec, plain, e.type, e.id), plain.length);
     this.restored++;
   }
 
@@ -184,7 +185,7 @@ export class BackupGuard implements ReuseFilter {
   /** After the record is put: a fence written meanwhile means the record does not count; remove it and fail. */
   async afterCommit(recordId: string): Promise<void> {
     if (await fenceExists(this.repo.store, this.lease.id)) {
-      await new SnapshotCatalog(this.repo).delete(recordId).catch(() => {});
+      await new SnapshotCatalog(this.repo).delete(recordId, this.vm).catch(() => {});
       throw new FencedError(`after writing snapshot ${recordId} (removed again)`);
     }
   }

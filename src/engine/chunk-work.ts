@@ -9,8 +9,7 @@
  */
 import { BlobCodec } from '../repo/blob-codec.js';
 import { Codec, Compression } from '../repo/compression.js';
-import { Sealer } from '../repo/crypto.js';
-import { ID_BYTES } from '../repo/format.js';
+import { BlobType, ID_BYTES } from '../repo/format.js';
 import { KeyedHasher, createKeyedHasher } from '../repo/hasher.js';
 import { GcPacer } from './gc-pacer.js';
 import type { BlobRef, WorkerReply, WorkerRequest, WorkerSetup } from './worker-pool.js';
@@ -72,17 +71,17 @@ function placed(items: { plainLength?: number }[]): BlobRef[] {
 export class ChunkWork {
   private readonly compression: TargetedCompression;
   private readonly codec: BlobCodec;
-  private readonly held = new Map<number, { buf: ArrayBuffer; lengths: number[] }>();
+  private readonly held = new Map<number, { buf: ArrayBuffer; lengths: number[]; ids: Buffer }>();
   private readonly pacer = new GcPacer();
   private zero = Buffer.alloc(64 * 1024);
 
   private constructor(
     private readonly hasher: KeyedHasher,
-    setup: WorkerSetup,
+    private readonly setup: WorkerSetup,
   ) {
-    const sealer = new Sealer(setup.encryptionKey ? Buffer.from(setup.encryptionKey) : null);
     this.compression = new TargetedCompression(setup.zstdLevel);
-    this.codec = new BlobCodec(sealer, this.compression, hasher);
+    // each thread seals with its own salted subkeys (FORMAT.md §4.3)
+    this.codec = new BlobCodec(setup.encryptionKey ? Buffer.from(setup.encryptionKey) : null, this.compression, hasher, setup.blobSeal);
   }
 
   static async create(setup: WorkerSetup): Promise<ChunkWork> {
@@ -100,8 +99,8 @@ export class ChunkWork {
    * The one place a backup seals a chunk: compress (or store raw) and seal it as
    * a data blob.
    */
-  private sealChunk(chunk: Buffer, c: Codec): Buffer {
-    return this.codec.encode(c, chunk);
+  private sealChunk(chunk: Buffer, c: Codec, id: Buffer): Buffer {
+    return this.codec.encode(c, chunk, BlobType.Data, id);
   }
 
   private run(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer[] } {
@@ -116,7 +115,7 @@ export class ChunkWork {
           isZero.push(z);
           if (!z) this.hasher.hash(c).copy(ids, i * ID_BYTES);
         });
-        this.held.set(msg.seq, { buf: msg.buf, lengths: msg.lengths });
+        this.held.set(msg.seq, { buf: msg.buf, lengths: msg.lengths, ids });
         return { reply: { op: 'hashed', seq: msg.seq, ids, isZero }, transfer: [] };
       }
       case 'encode': {
@@ -124,7 +123,7 @@ export class ChunkWork {
         if (!h) throw new Error(`no batch ${msg.seq} held`);
         this.held.delete(msg.seq);
         const chunks = chunkViews(h.buf, h.lengths);
-        const blobs = msg.which.map((i) => ownBuffer(this.sealChunk(chunks[i]!, msg.codec as Codec)));
+        const blobs = msg.which.map((i) => ownBuffer(this.sealChunk(chunks[i]!, msg.codec as Codec, h.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES))));
         return { reply: { op: 'encoded', seq: msg.seq, blobs, buf: h.buf }, transfer: [...blobs, h.buf] };
       }
       case 'decode': {
@@ -140,7 +139,7 @@ export class ChunkWork {
           try {
             if (it.offset + it.length > data.length) throw new Error(`${it.what}: range past the end of the data read`);
             this.compression.target = refs && dest ? new Uint8Array(dest, refs[k]!.offset, refs[k]!.length) : null;
-            return this.codec.decode(data.subarray(it.offset, it.offset + it.length), it.id, it.what);
+            return this.codec.decode(data.subarray(it.offset, it.offset + it.length), it.id, it.what, it.type ?? BlobType.Data, it.seal ?? this.setup.blobSeal);
           } catch (err) {
             errors.set(k, (err as Error).message);
             return new Uint8Array(0);

@@ -47,7 +47,7 @@ export class Overlay {
     if (st && !st.isFile()) throw new UserError(`overlay ${file} is not a regular file`);
     if (!st) {
       if (await fsp.stat(mapFile).catch(() => null)) throw new UserError(`${mapFile} exists without its overlay ${file}; remove it or pick another --overlay`);
-      const fh = await fsp.open(file, 'wx', 0o600);
+      const fh = await fsp.open(file, 'wx+', 0o600);
       await fh.truncate(identity.capacity);
       const o = new Overlay(file, fh, identity, new Uint8Array(Math.ceil(chunks / 8)));
       o.dirtyMap = true;

@@ -103,6 +103,8 @@ async function fetchGroup(
     length: g.e.length,
     id: g.e.id,
     plainLength: wanted[g.k]!.length, // decompressed in place; another length fails the decode
+    type: g.e.type,
+    seal: g.e.seal,
     what: `chunk ${g.e.id.toString('hex')} in ${name}`,
   }));
   const into = options.into ? { buf: options.into.buf, offsets: group.map((g) => options.into!.offsets[g.k]!) } : undefined;

@@ -1,6 +1,6 @@
 import { IntegrityError } from '../repo/errors.js';
 import { BlobType, DATA_PREFIX, ID_BYTES, META_PREFIX, packObjectName } from '../repo/format.js';
-import { PackEntry, decodeTrailer, trailerLength } from '../repo/pack.js';
+import { PackEntry, decodePack, trailerBytesNeeded } from '../repo/pack.js';
 import { Repository } from '../repo/repository.js';
 import { BatchWriter, ScratchTable } from './scratch-db.js';
 
@@ -65,16 +65,14 @@ export async function readTrailer(repo: Repository, pack: ListedPack): Promise<P
   if (pack.size < 4) throw new IntegrityError(`pack ${pack.name}: truncated (${pack.size} bytes)`);
   const guess = Math.min(pack.size, TAIL_GUESS);
   let tail = await repo.store.get(pack.name, { offset: pack.size - guess, length: guess });
-  const tl = trailerLength(tail.subarray(tail.length - 4));
-  if (tl + 4 > pack.size) throw new IntegrityError(`pack ${pack.name}: trailer length past the start of the pack`);
-  if (tl + 4 > tail.length) tail = await repo.store.get(pack.name, { offset: pack.size - 4 - tl, length: tl + 4 });
-  return decodeTrailer(tail.subarray(tail.length - 4 - tl, tail.length - 4), repo.sealer, pack.size, `pack ${pack.name}`);
+  const need = trailerBytesNeeded(tail, `pack ${pack.name}`);
+  if (need > pack.size) throw new IntegrityError(`pack ${pack.name}: trailer length past the start of the pack`);
+  if (need > tail.length) tail = await repo.store.get(pack.name, { offset: pack.size - need, length: need });
+  return decodePack(tail, repo.sealer, pack.type, `pack ${pack.name}`, pack.size).entries;
 }
 
 /** The same, from a pack read whole. */
 export function trailerOf(repo: Repository, name: string, bytes: Buffer): PackEntry[] {
-  if (bytes.length < 4) throw new IntegrityError(`pack ${name}: truncated`);
-  const tl = trailerLength(bytes.subarray(bytes.length - 4));
-  if (tl + 4 > bytes.length) throw new IntegrityError(`pack ${name}: trailer length past the start of the pack`);
-  return decodeTrailer(bytes.subarray(bytes.length - 4 - tl, bytes.length - 4), repo.sealer, bytes.length, `pack ${name}`);
+  const type = name.startsWith(META_PREFIX) ? BlobType.Page : BlobType.Data;
+  return decodePack(bytes, repo.sealer, type, `pack ${name}`).entries;
 }

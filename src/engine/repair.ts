@@ -1,6 +1,8 @@
 import { UserError } from '../repo/errors.js';
-import { DATA_PREFIX, INDEX_PREFIX, META_PREFIX, SNAPSHOTS_PREFIX } from '../repo/format.js';
-import { IndexEntry, encodeIndexPlain } from '../repo/index-file.js';
+import { DATA_PREFIX, INDEX_PREFIX, META_PREFIX } from '../repo/format.js';
+import { listEpochs } from '../repo/gc-epoch.js';
+import { IndexEntry, encodeIndexFile } from '../repo/index-file.js';
+import { Lease, LeaseOperation } from '../repo/lease.js';
 import { Repository } from '../repo/repository.js';
 import { BlobStore } from '../store/blob-store.js';
 import { SnapshotCatalog } from '../snapshot/snapshot-record.js';
@@ -33,12 +35,34 @@ const TRAILERS_IN_FLIGHT = 8;
  *
  * Index files are listed before packs: a backup writes an index file only after its
  * packs, so every pack an old index file names is in the pack listing, and an index
- * file a concurrent backup adds later is never removed. Prune must not run at the same
- * time. Never deletes a pack.
+ * file a concurrent backup adds later is never removed. Refuses while a GC epoch is
+ * open, and holds a lease while it runs, so that a prune waits for it. Never deletes a pack.
  * Memory: the old index files' names (about 70 bytes each, one per 8 packs), one index
  * file's entries and TRAILERS_IN_FLIGHT trailers; the pack list is in a scratch LevelDB.
  */
-export async function repairIndex(repo: Repository): Promise<RepairIndexReport> {
+export function repairIndex(repo: Repository): Promise<RepairIndexReport> {
+  return underLease(repo, 'other', () => rebuildIndex(repo));
+}
+
+/**
+ * Runs `f` holding a lease (so a prune that starts meanwhile waits for it to end before
+ * deleting anything), after checking that no prune is running or was left unfinished:
+ * a GC epoch that has not ended may still delete packs and index files this run reads.
+ */
+async function underLease<T>(repo: Repository, operation: LeaseOperation, f: () => Promise<T>): Promise<T> {
+  const open = (await listEpochs(repo.store)).find((e) => !e.end);
+  if (open) {
+    throw new UserError(`a prune is running or was interrupted (GC epoch ${open.epoch} has not ended): let it finish ('pilotlight prune') and run repair again; nothing was changed`);
+  }
+  const lease = await Lease.acquire(repo.store, operation);
+  try {
+    return await f();
+  } finally {
+    await lease.release();
+  }
+}
+
+async function rebuildIndex(repo: Repository): Promise<RepairIndexReport> {
   const old: string[] = [];
   for await (const b of repo.store.list(INDEX_PREFIX)) old.push(b.name);
   const tempFilesRemoved = await sweepTemps(repo.store);
@@ -55,9 +79,8 @@ export async function repairIndex(repo: Repository): Promise<RepairIndexReport> 
     let pendingPacks = 0;
     const writeIndex = async () => {
       if (pending.length === 0) return;
-      const plain = encodeIndexPlain(pending);
-      const name = `${INDEX_PREFIX}${repo.hasher.hash(plain).toString('hex')}`;
-      await repo.store.put(name, repo.sealer.seal([plain]), { kind: 'metadata' });
+      const { name, bytes } = encodeIndexFile(pending, repo.sealer, INDEX_PREFIX);
+      await repo.store.put(name, bytes, { kind: 'metadata' });
       written.add(name);
       pending = [];
       pendingPacks = 0;
@@ -65,7 +88,7 @@ export async function repairIndex(repo: Repository): Promise<RepairIndexReport> 
     const one = async (pack: ListedPack) => {
       try {
         const trailer = await readTrailer(repo, pack);
-        for (const e of trailer) pending.push({ ...e, packId: pack.id });
+        for (const e of trailer) pending.push({ ...e, packId: pack.id, seal: e.seal ?? repo.blobSeal });
         entries += trailer.length;
         packsIndexed++;
         pendingPacks++;
@@ -134,13 +157,15 @@ export async function repairSnapshots(repo: Repository, options: { forget?: bool
         `the index has ${v.badIndexEntries} bad entr${v.badIndexEntries === 1 ? 'y' : 'ies'}: run 'pilotlight repair index' first (the snapshots may be whole); nothing was forgotten`,
       );
     }
-    const cache = await repo.cache();
-    for (const d of damaged) {
-      const name = `${SNAPSHOTS_PREFIX}${d.id}`;
-      await deleteNonPack(repo.store, name);
-      await cache.deleteRecord(name);
-      forgotten.push(d.id);
-    }
+    await underLease(repo, 'forget', async () => {
+      const cache = await repo.cache();
+      for (const d of damaged) {
+        const name = catalog.objectName(d.vm, d.id);
+        await deleteNonPack(repo.store, name);
+        await cache.deleteRecord(name);
+        forgotten.push(d.id);
+      }
+    });
   }
   return { snapshots: v.snapshots, damaged, forgotten };
 }

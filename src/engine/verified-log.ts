@@ -1,5 +1,5 @@
 import { IntegrityError } from '../repo/errors.js';
-import { ID_BYTES } from '../repo/format.js';
+import { AD, ID_BYTES } from '../repo/format.js';
 import { Repository } from '../repo/repository.js';
 import { ScratchTable } from './scratch-db.js';
 
@@ -56,7 +56,7 @@ export async function mergeRecord(table: ScratchTable, key: Buffer, r: LogRecord
 export async function loadVerifiedLog(repo: Repository, table: ScratchTable): Promise<string[]> {
   const names: string[] = [];
   for await (const b of repo.store.list(VERIFIED_PREFIX)) {
-    const plain = repo.sealer.open(await repo.store.get(b.name), b.name);
+    const { plain } = repo.sealer.openEither(await repo.store.get(b.name), AD.verified(b.name), b.name);
     if (plain.length < 8 || !plain.subarray(0, 4).equals(MAGIC)) throw new IntegrityError(`${b.name}: not a verified log object`);
     const count = plain.readUInt32LE(4);
     if (plain.length !== 8 + count * ENTRY_BYTES) throw new IntegrityError(`${b.name}: length does not match count`);
@@ -84,7 +84,7 @@ export async function writeVerifiedLog(repo: Repository, log: ScratchTable, pack
     head.writeUInt32LE(part.length, 4);
     const plain = Buffer.concat([head, ...part]);
     const name = `${VERIFIED_PREFIX}${repo.hasher.hash(plain).toString('hex')}`;
-    await repo.store.put(name, repo.sealer.seal([plain]), { kind: 'metadata' });
+    await repo.store.put(name, repo.sealer.seal([plain], AD.verified(name)), { kind: 'metadata' });
     written.add(name);
     batch = batch.slice(part.length);
   };

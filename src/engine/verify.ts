@@ -86,7 +86,9 @@ export function inSlice(packId: Buffer, n: number, m: number): boolean {
 
 /** A never-verified pack's due base: spread over the window by its id, so scheduled runs share the work. */
 function firstSeenBase(packId: Buffer, now: number, window: number): number {
-  return now - window + Math.floor((packId.readUInt32BE(4) / 2 ** 32) * window);
+  // Spread over the first 90% of the window, not all of it: a pack whose due time fell
+  // in the window's last run interval would be read one run after the window closes.
+  return now - window + Math.floor((packId.readUInt32BE(4) / 2 ** 32) * window * 0.9);
 }
 
 /**
@@ -253,7 +255,7 @@ async function fileName(files: ScratchTable, seq: Buffer): Promise<string> {
 }
 
 function sameLocation(a: IndexEntry, b: IndexEntry): boolean {
-  return a.type === b.type && a.packId.equals(b.packId) && a.offset === b.offset && a.length === b.length && a.rawLength === b.rawLength;
+  return a.type === b.type && a.packId.equals(b.packId) && a.offset === b.offset && a.length === b.length && a.rawLength === b.rawLength && a.seal === b.seal;
 }
 
 /**
@@ -391,7 +393,7 @@ async function readWhole(repo: Repository, pool: WorkerPool, pack: ListedPack): 
   }
   const plains = await pool.decode(
     bytes,
-    trailer.map((e) => ({ offset: e.offset, length: e.length, id: e.id, what: `${e.type === BlobType.Data ? 'chunk' : 'page'} ${e.id.toString('hex')} in ${pack.name}` })),
+    trailer.map((e) => ({ offset: e.offset, length: e.length, id: e.id, type: e.type, seal: e.seal, what: `${e.type === BlobType.Data ? 'chunk' : 'page'} ${e.id.toString('hex')} in ${pack.name}` })),
   );
   const damagedIds: Buffer[] = [];
   plains.forEach((p, j) => {
@@ -438,12 +440,12 @@ async function crossCheck(
         bad++;
         problems.push(`${await fileName(t.files, row.file)}: bad index entry: blob ${hex} is not in pack ${pack.name} (its trailer does not list it)`);
         toMark.push({ row, why: 'its index entry is bad' });
-      } else if (p.type !== e.type || p.offset !== e.offset || p.length !== e.length || p.rawLength !== e.rawLength) {
+      } else if (p.type !== e.type || p.offset !== e.offset || p.length !== e.length || p.rawLength !== e.rawLength || (p.seal !== undefined && p.seal !== e.seal)) {
         bad++;
         problems.push(
           `${await fileName(t.files, row.file)}: bad index entry: blob ${hex} in pack ${pack.name} is indexed at ` +
-            `type ${e.type} offset ${e.offset} length ${e.length} raw ${e.rawLength}, the pack trailer says ` +
-            `type ${p.type} offset ${p.offset} length ${p.length} raw ${p.rawLength}; 'pilotlight repair index' rebuilds the index`,
+            `type ${e.type} offset ${e.offset} length ${e.length} raw ${e.rawLength} seal ${e.seal}, the pack trailer says ` +
+            `type ${p.type} offset ${p.offset} length ${p.length} raw ${p.rawLength} seal ${p.seal}; 'pilotlight repair index' rebuilds the index`,
         );
         toMark.push({ row, why: 'its index entry is bad' });
       }

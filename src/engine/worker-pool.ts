@@ -14,6 +14,8 @@ export interface WorkerSetup {
   encryptionKey: Uint8Array | null;
   idKey: Uint8Array;
   zstdLevel: number;
+  /** Seal format of new blobs (and of blobs to decode when an item does not say). */
+  blobSeal: 1 | 2;
 }
 
 /** A blob inside a transferred buffer. */
@@ -21,6 +23,7 @@ export interface BlobRef {
   offset: number;
   length: number;
 }
+
 
 export type WorkerRequest =
   | { op: 'hash'; seq: number; buf: ArrayBuffer; lengths: number[] }
@@ -35,8 +38,12 @@ export type WorkerReply =
   | { op: 'hashedPlain'; seq: number; ids: Uint8Array[] }
   | { op: 'error'; seq: number; message: string };
 
-/** A blob to decode: where it is in the data, its id, a name for errors, and (when known) its plaintext length. */
-export type DecodeItem = BlobRef & { id: Uint8Array; what: string; plainLength?: number };
+/**
+ * A blob to decode: where it is in the data, what it should hash to, a name for
+ * errors, (format 2) its type and seal format, and (when known) its plaintext
+ * length, which lets it be decompressed in place.
+ */
+export type DecodeItem = BlobRef & { id: Uint8Array; what: string; type?: number; seal?: 1 | 2; plainLength?: number };
 
 /** A verified plaintext and, when asked for, its non-zero runs ([start, length, ...]). */
 export interface DecodedBlob {
@@ -70,6 +77,7 @@ export class WorkerPool {
       encryptionKey: repo.master.encryptionKey ? new Uint8Array(repo.master.encryptionKey) : null,
       idKey: new Uint8Array(repo.master.idKey),
       zstdLevel: 1,
+      blobSeal: repo.blobSeal,
     };
     this.load = new Array<number>(size).fill(0);
   }

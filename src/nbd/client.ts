@@ -243,6 +243,8 @@ export class NbdClient {
           else p.done();
           continue;
         }
+        // a chunk is at most one read's data plus its offset (or a block status list)
+        if (h.length > this.maxRequest + 1024 && h.length > 64 << 20) throw new NbdProtocolError(`reply chunk of ${h.length} bytes`);
         const payload = await this.reader.read(h.length);
         if (isReplyTypeError(h.type)) {
           const e = decodeError(payload, h.type);

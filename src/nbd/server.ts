@@ -508,6 +508,9 @@ class Connection {
     } catch (err) {
       const errno = errnoOf(err);
       if (errno === P.NBD_EIO) nbdMetrics.chunkErrors.inc();
+      if (!(err instanceof NbdError) && !(err instanceof RangeError)) {
+        this.server.log(`nbd: ${COMMAND_NAMES[req.type] ?? req.type} ${req.offset}+${req.length}: ${(err as Error).stack ?? err}`);
+      }
       this.error(req, errno, (err as Error).message);
     }
   }

@@ -1,28 +1,42 @@
 import { Codec, Compression } from './compression.js';
-import { Sealer } from './crypto.js';
+import { SaltedSealer, SealFormat, Sealer } from './crypto.js';
 import { IntegrityError } from './errors.js';
+import { AD, BlobType } from './format.js';
 import { KeyedHasher } from './hasher.js';
 
 /**
  * A stored blob is seal(codec byte || compressed payload). Decoding checks the
  * plaintext against the blob's id (keyed BLAKE3), so a blob read back is either
  * exactly what was written or an IntegrityError.
+ *
+ * New blobs use seal format `writeSeal` (2 in version 2 repositories: bound to
+ * type and id by associated data). Reading takes the format from the index entry
+ * or pack trailer that located the blob, never from the blob's own bytes; both
+ * formats need the encryption key.
  */
 export class BlobCodec {
+  private readonly v1: Sealer;
+  private readonly v2: SaltedSealer;
+
   constructor(
-    private readonly sealer: Sealer,
+    encryptionKey: Buffer | null,
     private readonly compression: Compression,
     private readonly hasher: KeyedHasher,
-  ) {}
-
-  encode(codec: Codec, plaintext: Uint8Array): Buffer {
-    const c = this.compression.compress(codec, plaintext);
-    return this.sealer.seal([Uint8Array.of(c.codec), c.bytes]);
+    readonly writeSeal: SealFormat = 2,
+  ) {
+    this.v1 = new Sealer(encryptionKey);
+    this.v2 = new SaltedSealer(encryptionKey);
   }
 
-  /** Returns the plaintext; throws IntegrityError when it does not hash to `id`. */
-  decode(stored: Uint8Array, id: Uint8Array, what: string): Buffer {
-    const opened = this.sealer.open(stored, what);
+  encode(codec: Codec, plaintext: Uint8Array, type: BlobType, id: Uint8Array): Buffer {
+    const c = this.compression.compress(codec, plaintext);
+    const parts = [Uint8Array.of(c.codec), c.bytes];
+    return this.writeSeal === 2 ? this.v2.seal(parts, AD.blob(type, id)) : this.v1.seal(parts);
+  }
+
+  /** Returns the plaintext; throws IntegrityError when it does not open or does not hash to `id`. */
+  decode(stored: Uint8Array, id: Uint8Array, what: string, type: BlobType, seal: SealFormat): Buffer {
+    const opened = seal === 2 ? this.v2.open(stored, AD.blob(type, id), what) : this.v1.open(stored, what);
     if (opened.length < 1) throw new IntegrityError(`${what}: empty blob`);
     let plain: Uint8Array;
     try {

@@ -1,7 +1,9 @@
 /** Constants of the repository format; docs/FORMAT.md is the normative text. */
 
-/** The format version this build writes. A repository with a higher one is refused. */
-export const FORMAT_VERSION = 1;
+/** The format version this build writes for new repositories. A repository with a higher one is refused. */
+export const FORMAT_VERSION = 2;
+/** The oldest version this build reads (and writes, for repositories not yet migrated). */
+export const MIN_FORMAT_VERSION = 1;
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
@@ -37,3 +39,35 @@ export function isZeroId(id: Uint8Array): boolean {
 export function zeroId(): Buffer {
   return Buffer.alloc(ID_BYTES);
 }
+
+/**
+ * Associated data of seal format 2 (FORMAT.md §4.2): every sealed object is bound
+ * to its kind and name, so moving bytes to another name fails authentication.
+ */
+export const AD = {
+  blob(type: BlobType, id: Uint8Array): Buffer {
+    return Buffer.concat([Buffer.from('pilotlight v2 blob\0'), Uint8Array.of(type), id]);
+  },
+  trailer(type: BlobType): Buffer {
+    return Buffer.concat([Buffer.from('pilotlight v2 trailer\0'), Uint8Array.of(type)]);
+  },
+  index(name: string): Buffer {
+    return Buffer.from(`pilotlight v2 index\0${name}`);
+  },
+  snapshot(name: string): Buffer {
+    return Buffer.from(`pilotlight v2 snapshot\0${name}`);
+  },
+  config(): Buffer {
+    return Buffer.from('pilotlight v2 config');
+  },
+  /** GC epoch objects (intent, done, end, condemned lists): docs/FORMAT.md, GC epochs. */
+  gc(name: string): Buffer {
+    return Buffer.from(`pilotlight v2 gc\0${name}`);
+  },
+  verified(name: string): Buffer {
+    return Buffer.from(`pilotlight v2 verified\0${name}`);
+  },
+  key(name: string): Buffer {
+    return Buffer.from(`pilotlight v2 key\0${name}`);
+  },
+};

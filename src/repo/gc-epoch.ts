@@ -1,5 +1,6 @@
 import { BlobExistsError, BlobStore, isNotFound } from '../store/blob-store.js';
-import { Sealer } from './crypto.js';
+import { AD } from './format.js';
+import type { RepoSealer as Sealer } from './repo-sealer.js';
 import { IntegrityError } from './errors.js';
 import { ID_BYTES } from './format.js';
 
@@ -93,8 +94,8 @@ export async function epochsAfter(store: BlobStore, sealer: Sealer, after: numbe
   }
 }
 
-function sealJson(sealer: Sealer, v: unknown): Buffer {
-  return sealer.seal([Buffer.from(JSON.stringify(v))]);
+function sealJson(sealer: Sealer, name: string, v: unknown): Buffer {
+  return sealer.seal([Buffer.from(JSON.stringify(v))], AD.gc(name));
 }
 
 async function getSealed<T>(store: BlobStore, sealer: Sealer, name: string): Promise<T | null> {
@@ -105,7 +106,7 @@ async function getSealed<T>(store: BlobStore, sealer: Sealer, name: string): Pro
     if (isNotFound(err)) return null;
     throw err;
   }
-  return JSON.parse(sealer.open(bytes, name).toString('utf8')) as T;
+  return JSON.parse(sealer.openEither(bytes, AD.gc(name), name).plain.toString('utf8')) as T;
 }
 
 export function readIntent(store: BlobStore, sealer: Sealer, epoch: number): Promise<EpochIntent | null> {
@@ -127,16 +128,16 @@ async function putOnce(store: BlobStore, name: string, bytes: Buffer, epoch: num
 
 /** Publishes an epoch: the no-overwrite put that makes its condemned set binding. */
 export async function publishIntent(store: BlobStore, sealer: Sealer, intent: EpochIntent): Promise<void> {
-  await putOnce(store, epochName(intent.epoch), sealJson(sealer, intent), intent.epoch);
+  await putOnce(store, epochName(intent.epoch), sealJson(sealer, epochName(intent.epoch), intent), intent.epoch);
 }
 
 export async function publishDone(store: BlobStore, sealer: Sealer, done: EpochDone): Promise<void> {
-  await putOnce(store, `${epochName(done.epoch)}.done`, sealJson(sealer, done), done.epoch);
+  await putOnce(store, `${epochName(done.epoch)}.done`, sealJson(sealer, `${epochName(done.epoch)}.done`, done), done.epoch);
 }
 
 export async function publishEnd(store: BlobStore, sealer: Sealer, epoch: number): Promise<void> {
   try {
-    await putOnce(store, `${epochName(epoch)}.end`, sealJson(sealer, { version: 1, epoch, ended: new Date().toISOString() }), epoch);
+    await putOnce(store, `${epochName(epoch)}.end`, sealJson(sealer, `${epochName(epoch)}.end`, { version: 1, epoch, ended: new Date().toISOString() }), epoch);
   } catch (err) {
     if (!(err instanceof EpochTakenError)) throw err; // a roll-forward that ended it already
   }
@@ -164,7 +165,7 @@ export class IdPageWriter {
   async flush(): Promise<void> {
     if (this.buf.length === 0) return;
     const name = `${epochName(this.epoch)}.${this.lease}.ids-${this.pages.length}`;
-    await this.store.put(name, this.sealer.seal([Buffer.concat(this.buf)]), { kind: 'metadata' });
+    await this.store.put(name, this.sealer.seal([Buffer.concat(this.buf)], AD.gc(name)), { kind: 'metadata' });
     this.pages.push(name);
     this.buf = [];
   }
@@ -173,7 +174,7 @@ export class IdPageWriter {
 /** The condemned ids of an epoch, one page at a time. */
 export async function* condemnedIds(store: BlobStore, sealer: Sealer, intent: EpochIntent): AsyncIterable<Buffer[]> {
   for (const name of intent.idPages) {
-    const plain = sealer.open(await store.get(name), name);
+    const { plain } = sealer.openEither(await store.get(name), AD.gc(name), name);
     if (plain.length % ID_BYTES !== 0) throw new IntegrityError(`${name}: not a page of ids`);
     const ids: Buffer[] = [];
     for (let o = 0; o < plain.length; o += ID_BYTES) ids.push(plain.subarray(o, o + ID_BYTES));

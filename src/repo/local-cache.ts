@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Level } from 'level';
 import { BlobStore } from '../store/blob-store.js';
-import { Sealer } from './crypto.js';
+import type { RepoSealer } from './repo-sealer.js';
 import { INDEX_PREFIX } from './format.js';
 import { EpochIntent, condemnedIds, listEpochs, readDone, readIntent } from './gc-epoch.js';
 import { IndexEntry, decodeIndex, decodeLocation, encodeLocation } from './index-file.js';
@@ -71,7 +71,7 @@ export class LocalCache {
    * file that vanished without an epoch saying so (a repair, damage) still
    * triggers a full rebuild.
    */
-  async sync(store: BlobStore, sealer: Sealer): Promise<number> {
+  async sync(store: BlobStore, sealer: RepoSealer): Promise<number> {
     const present = new Set<string>();
     for await (const b of store.list(INDEX_PREFIX)) present.add(b.name);
     let fresh = true;
@@ -111,7 +111,7 @@ export class LocalCache {
    * Applies GC epochs (see sync). Returns the index files superseded by done
    * epochs (never to be loaded again, even while their deletion is under way).
    */
-  private async applyEpochs(store: BlobStore, sealer: Sealer, fresh: boolean): Promise<Set<string>> {
+  private async applyEpochs(store: BlobStore, sealer: RepoSealer, fresh: boolean): Promise<Set<string>> {
     const epochs = await listEpochs(store);
     const superseded = new Set<string>();
     let applied = await this.appliedEpoch();
@@ -144,7 +144,7 @@ export class LocalCache {
   }
 
   /** Deletes cached entries of condemned blobs, but only where the cache locates them in a condemned pack. */
-  private async dropCondemned(store: BlobStore, sealer: Sealer, intent: EpochIntent): Promise<void> {
+  private async dropCondemned(store: BlobStore, sealer: RepoSealer, intent: EpochIntent): Promise<void> {
     const packs = new Set(intent.condemnedPacks.map((n) => n.slice(n.lastIndexOf('/') + 1)));
     for await (const ids of condemnedIds(store, sealer, intent)) {
       const found = await this.ids.getMany(ids);

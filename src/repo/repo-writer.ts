@@ -1,5 +1,5 @@
 import { BlobType, ID_BYTES, INDEX_PREFIX, packObjectName } from './format.js';
-import { IndexEntry, encodeIndexPlain } from './index-file.js';
+import { IndexEntry, encodeIndexFile } from './index-file.js';
 import { PackEntry, encodeTrailer } from './pack.js';
 import { Repository } from './repository.js';
 
@@ -106,7 +106,7 @@ export class RepoWriter {
     while (this.uploads.size >= this.maxUploads) await Promise.race(this.uploads);
     if (this.failure) throw this.failure;
     const entries = pack.entries;
-    const bytes = pack.finish(encodeTrailer(entries, this.repo.sealer));
+    const bytes = pack.finish(encodeTrailer(entries, this.repo.sealer, type));
     const packId = this.repo.hasher.hash(bytes);
     const name = packObjectName(type, packId.toString('hex'));
     const up = this.repo.store
@@ -115,7 +115,7 @@ export class RepoWriter {
         this.stats.packsWritten++;
         this.own.add(packId.toString('hex'));
         this.stats.packBytes += bytes.length;
-        for (const e of entries) this.unindexed.push({ ...e, packId });
+        for (const e of entries) this.unindexed.push({ ...e, packId, seal: this.repo.blobSeal });
         this.unindexedPacks++;
         if (this.unindexedPacks >= this.packsPerIndex) this.queueIndexWrite();
       })
@@ -179,9 +179,8 @@ export class RepoWriter {
 
 /** Writes one index file (content-named) and returns its name. */
 export async function writeIndexFile(repo: Repository, entries: IndexEntry[]): Promise<string> {
-  const plain = encodeIndexPlain(entries);
-  const name = `${INDEX_PREFIX}${repo.hasher.hash(plain).toString('hex')}`;
-  await repo.store.put(name, repo.sealer.seal([plain]), { kind: 'metadata' });
+  const { name, bytes } = encodeIndexFile(entries, repo.sealer, INDEX_PREFIX);
+  await repo.store.put(name, bytes, { kind: 'metadata' });
   return name;
 }
 

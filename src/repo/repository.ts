@@ -1,28 +1,61 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { BlobStore, isNotFound } from '../store/blob-store.js';
 import { BlobCodec } from './blob-codec.js';
 import { Codec, Compression, codecFromName } from './compression.js';
-import { RepoConfig, newConfig, parseConfig } from './config.js';
-import { Sealer } from './crypto.js';
+import { RepoConfig, authenticateConfig, encodeConfig, newConfig, parseConfig } from './config.js';
+import { SealFormat } from './crypto.js';
 import { IntegrityError, UserError } from './errors.js';
-import { BlobType, CONFIG_NAME, KEYS_PREFIX, packObjectName } from './format.js';
+import { BlobType, CONFIG_NAME, FORMAT_VERSION, KEYS_PREFIX, packObjectName } from './format.js';
 import { KeyedHasher, createKeyedHasher } from './hasher.js';
 import { IndexEntry } from './index-file.js';
-import { MasterKey, newMasterKey, openKeyFile, writeKeyFile } from './keyfile.js';
+import { MasterKey, OpenedKey, newMasterKey, openKeyFile, writeKeyFile } from './keyfile.js';
 import { LocalCache } from './local-cache.js';
+import { RepoSealer } from './repo-sealer.js';
 
 export interface Credentials {
   password?: string | null;
   passwordFile?: string;
+  /** A shell command that prints the password (a secret manager). */
+  passwordCommand?: string;
+  /** The user expects an unencrypted repository (global --no-encryption): a password given anyway is not an error. */
+  expectUnencrypted?: boolean;
 }
 
-/** Reads the password from --password-file or PILOTLIGHT_PASSWORD; null when neither is set. */
+/** Runs --password-command: its stdout, one trailing newline stripped; a failure is a UserError. */
+async function passwordFromCommand(cmd: string): Promise<string> {
+  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('close', (c) => resolve({ code: c, stdout: out, stderr: err }));
+  });
+  if (code !== 0) {
+    const why = stderr.trim().split('\n').pop() ?? '';
+    throw new UserError(`--password-command exited with ${code}${why ? `: ${why}` : ''}`);
+  }
+  const pw = stdout.replace(/\r?\n$/, '');
+  if (!pw) throw new UserError('--password-command printed no password');
+  return pw;
+}
+
+/** Reads the password from --password-command, --password-file or PILOTLIGHT_PASSWORD; null when none is set. */
 export async function resolvePassword(c: Credentials): Promise<string | null> {
   if (c.password) return c.password;
+  if (c.passwordCommand) return passwordFromCommand(c.passwordCommand);
   if (c.passwordFile) {
     let text: string;
     try {
+      const st = await fsp.stat(c.passwordFile);
+      if ((st.mode & 0o077) !== 0 && st.isFile()) {
+        process.stderr.write(
+          `pilotlight: warning: password file ${c.passwordFile} is readable by ${st.mode & 0o007 ? 'others' : 'its group'} (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it\n`,
+        );
+      }
       text = await fsp.readFile(c.passwordFile, 'utf8');
     } catch (err) {
       throw new UserError(`cannot read password file ${c.passwordFile}: ${(err as Error).message}`);
@@ -38,6 +71,8 @@ export interface InitOptions extends Credentials {
   encrypted: boolean;
   compression?: 'zstd' | 'lz4' | 'none';
   packSize?: number;
+  /** Format version to create (default: the newest). Version 1 exists for tests and benchmarks of old repositories. */
+  version?: 1 | 2;
 }
 
 /**
@@ -52,10 +87,13 @@ export class Repository {
     readonly store: BlobStore,
     readonly config: RepoConfig,
     readonly master: MasterKey,
-    readonly sealer: Sealer,
+    /** Seals and opens index files, trailers and records in this repository's format. */
+    readonly sealer: RepoSealer,
     readonly hasher: KeyedHasher,
     readonly codec: BlobCodec,
     readonly defaultCodec: Codec,
+    /** The key file that opened the repository (`keys/<id>`) and its version. */
+    readonly key: { name: string; version: 1 | 2 },
     readonly cacheRoot?: string,
   ) {}
 
@@ -66,14 +104,16 @@ export class Repository {
     }
     const password = options.encrypted ? await resolvePassword(options) : null;
     if (options.encrypted && !password) {
-      throw new UserError('an encrypted repository needs a password: set PILOTLIGHT_PASSWORD or pass --password-file (or use --no-encryption)');
+      throw new UserError('an encrypted repository needs a password: set PILOTLIGHT_PASSWORD, or pass --password-file or --password-command (or use --no-encryption)');
     }
-    const config = newConfig(options);
+    const version = options.version ?? FORMAT_VERSION;
+    const config = newConfig({ ...options, version });
     const master = newMasterKey(options.encrypted);
-    await store.put(`${KEYS_PREFIX}${randomBytes(16).toString('hex')}`, await writeKeyFile(master, password), { ifNotExists: true });
+    const keyName = `${KEYS_PREFIX}${randomBytes(16).toString('hex')}`;
+    await store.put(keyName, await writeKeyFile(master, password, keyName, version >= 2 ? 2 : 1), { ifNotExists: true });
     // config last: a repository without config is not a repository, so a crash here leaves nothing half-made.
-    await store.put(CONFIG_NAME, Buffer.from(JSON.stringify(config, null, 2) + '\n'), { ifNotExists: true });
-    return Repository.fromParts(store, config, master);
+    await store.put(CONFIG_NAME, encodeConfig(config, master), { ifNotExists: true });
+    return Repository.fromParts(store, config, master, { name: keyName, version: version >= 2 ? 2 : 1 });
   }
 
   static async open(store: BlobStore, credentials: Credentials = {}, cacheRoot?: string): Promise<Repository> {
@@ -86,35 +126,43 @@ export class Repository {
       }
       throw err;
     }
-    const config = parseConfig(configBytes, store.location);
-    const password = config.encryption === 'none' ? null : await resolvePassword(credentials);
-    if (config.encryption !== 'none' && !password) {
-      throw new UserError('this repository is encrypted: set PILOTLIGHT_PASSWORD or pass --password-file');
+    const header = parseConfig(configBytes, store.location);
+    const password = await resolvePassword(credentials);
+    if (header.encryption === 'none' && password && !credentials.expectUnencrypted) {
+      throw new UserError(
+        `${store.location} is not encrypted, but a password was given: refusing it (its config and keys may have been replaced to make backups write plaintext); pass --no-encryption if you expect an unencrypted repository`,
+      );
     }
-    let master: MasterKey | null = null;
-    let keys = 0;
-    for await (const k of store.list(KEYS_PREFIX)) {
-      keys++;
-      master = await openKeyFile(await store.get(k.name), password, k.name);
-      if (master) break;
+    if (header.encryption !== 'none' && !password) {
+      throw new UserError('this repository is encrypted: set PILOTLIGHT_PASSWORD or pass --password-file (or --password-command)');
     }
-    if (keys === 0) throw new UserError(`${store.location} has no key file: the repository is damaged`);
-    if (!master) throw new UserError('wrong password: no key file of this repository opens with it');
-    if ((config.encryption === 'none') !== (master.encryptionKey === null)) {
+    const opened = await openAnyKey(store, header.encryption === 'none' ? null : password);
+    const { master } = opened;
+    if ((header.encryption === 'none') !== (master.encryptionKey === null)) {
       throw new UserError(`${store.location}: config and key file disagree about encryption; the repository is damaged`);
     }
-    return Repository.fromParts(store, config, master, cacheRoot);
+    if (header.version < 2 && opened.version >= 2) {
+      throw new IntegrityError(`config says format version ${header.version} but key file ${opened.name} is version 2: the config was replaced by an older one`);
+    }
+    const config = authenticateConfig(header, master, store.location);
+    return Repository.fromParts(store, config, master, { name: opened.name, version: opened.version }, cacheRoot);
   }
 
-  private static async fromParts(store: BlobStore, config: RepoConfig, master: MasterKey, cacheRoot?: string): Promise<Repository> {
-    const sealer = new Sealer(master.encryptionKey);
+  static async fromParts(store: BlobStore, config: RepoConfig, master: MasterKey, key: { name: string; version: 1 | 2 }, cacheRoot?: string): Promise<Repository> {
     const hasher = await createKeyedHasher(master.idKey);
-    const codec = new BlobCodec(sealer, new Compression(), hasher);
-    return new Repository(store, config, master, sealer, hasher, codec, codecFromName(config.compression), cacheRoot);
+    const acceptsV1 = config.version < 2 || config.migratedFrom === 1;
+    const sealer = new RepoSealer(master.encryptionKey, config.version, hasher, acceptsV1);
+    const codec = new BlobCodec(master.encryptionKey, new Compression(), hasher, config.version >= 2 ? 2 : 1);
+    return new Repository(store, config, master, sealer, hasher, codec, codecFromName(config.compression), key, cacheRoot);
   }
 
   get location(): string {
     return this.store.location;
+  }
+
+  /** Seal format of blobs this repository writes (its blobs may also be of format 1 when migrated). */
+  get blobSeal(): SealFormat {
+    return this.codec.writeSeal;
   }
 
   /** The local cache, in step with the repository's index files when it was first asked for. */
@@ -161,7 +209,8 @@ export class Repository {
       if (isNotFound(err)) throw new IntegrityError(`pack ${name} holding ${what} ${e.id.toString('hex')} is missing`);
       throw err;
     }
-    return this.codec.decode(stored, e.id, `${what} ${e.id.toString('hex')} in ${name}`);
+    if (e.seal === 1 && !this.sealer.acceptsV1) throw new IntegrityError(`${what} ${e.id.toString('hex')} in ${name}: a version 1 blob in a repository created as version 2`);
+    return this.codec.decode(stored, e.id, `${what} ${e.id.toString('hex')} in ${name}`, e.type, e.seal);
   }
 
   async close(): Promise<void> {
@@ -169,6 +218,18 @@ export class Repository {
     this.cacheP = null;
     await this.store.close();
   }
+}
+
+/** Tries every key file with the password; the first that opens wins. */
+export async function openAnyKey(store: BlobStore, password: string | null): Promise<OpenedKey & { name: string }> {
+  let keys = 0;
+  for await (const k of store.list(KEYS_PREFIX)) {
+    keys++;
+    const opened = await openKeyFile(await store.get(k.name), password, k.name);
+    if (opened) return { ...opened, name: k.name };
+  }
+  if (keys === 0) throw new UserError(`${store.location} has no key file: the repository is damaged`);
+  throw new UserError('wrong password: no key file of this repository opens with it');
 }
 
 export { BlobType };

@@ -155,7 +155,7 @@ export class ManifestBuilder {
     if (zero) return zeroId();
     const id = this.repo.hasher.hash(page);
     if (!(await this.writer.known(id)) && this.writer.claim(id)) {
-      await this.writer.add(BlobType.Page, id, this.repo.codec.encode(this.repo.defaultCodec, page), page.length);
+      await this.writer.add(BlobType.Page, id, this.repo.codec.encode(this.repo.defaultCodec, page, BlobType.Page, id), page.length);
       this.pagesWritten++;
     }
     return id;

@@ -84,7 +84,7 @@ export class S3StoreError extends Error {
     message: string,
     /**
      * S3_NO_SUCH_BUCKET, S3_ACCESS_DENIED, S3_NO_CREDENTIALS, S3_NO_REGION, S3_WRONG_REGION,
-     * S3_ENDPOINT_NOT_FOUND, S3_UNREACHABLE, S3_NETWORK, S3_SERVER_ERROR, S3_INTEGRITY, S3_ERROR
+     * S3_ENDPOINT_NOT_FOUND, S3_UNREACHABLE, S3_NETWORK, S3_SERVER_ERROR, S3_INTEGRITY, S3_ARCHIVED, S3_ERROR
      */
     readonly code: string,
     readonly retryable: boolean,
@@ -316,6 +316,14 @@ export class S3Store implements BlobStore, RequestReporter {
       return make(
         `bucket "${this.bucket}" does not exist at ${where} (${what}): create it first (for example \`aws s3 mb s3://${this.bucket}\`), or fix the bucket name in --repo`,
         'S3_NO_SUCH_BUCKET',
+        false,
+      );
+    }
+    if (code === 'InvalidObjectState') {
+      return make(
+        `${what}: the object is in an archive storage class (a bucket lifecycle rule may have moved it there) and cannot be read without a restore request: ` +
+          `restore it first (aws s3api restore-object), and make the rule use GLACIER_IR or STANDARD_IA for ${this.prefix}data/`,
+        'S3_ARCHIVED',
         false,
       );
     }

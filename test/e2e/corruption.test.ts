@@ -6,6 +6,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ok, run, scratch } from '../support/cli.js';
+import { biggestDataPack, flipByte } from '../support/damage.js';
 import { listFiles } from '../support/files.js';
 import { makeImage, sameBytes } from '../support/images.js';
 
@@ -28,20 +29,8 @@ describe('corruption', () => {
     snapA = (await ok(['backup', 'file', a, '--repo', repo, '--vm', 'a', '--json'], s.env)).json.snapshot;
     snapB = (await ok(['backup', 'file', b, '--repo', repo, '--vm', 'b', '--json'], s.env)).json.snapshot;
     // flip one byte in the middle of vm a's data pack (random data: one pack of its own)
-    const packs = await listFiles(path.join(repo, 'data'));
-    let target = '';
-    let biggest = 0;
-    for (const p of packs) {
-      const { size } = await fsp.stat(p);
-      if (size > biggest) [biggest, target] = [size, p];
-    }
-    const fh = await fsp.open(target, 'r+');
-    const pos = Math.floor(biggest / 2);
-    const byte = Buffer.alloc(1);
-    await fh.read(byte, 0, 1, pos);
-    byte[0]! ^= 0xff;
-    await fh.write(byte, 0, 1, pos);
-    await fh.close();
+    const pack = await biggestDataPack(repo);
+    await flipByte(pack.file, Math.floor(pack.size / 2));
   });
 
   after(async () => s.cleanup());

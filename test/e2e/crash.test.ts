@@ -81,10 +81,10 @@ describe('crash safety', () => {
     child.stderr!.on('data', (d) => (stderr += d));
     const exited = new Promise((resolve) => child.on('close', resolve));
     const before = await count(path.join(repo, 'data'));
-    // the SIGKILLed run above left its lock behind (as kill -9 must): only this run's lock counts
-    const locksBefore = await count(path.join(repo, 'locks'));
+    // the SIGKILLed run above left its lease behind (as kill -9 must): only this run's lease counts
+    const locksBefore = await count(path.join(repo, 'leases'));
     const deadline = Date.now() + 120_000;
-    while ((await count(path.join(repo, 'locks'))) === locksBefore || (await count(path.join(repo, 'data'))) <= before) {
+    while ((await count(path.join(repo, 'leases'))) === locksBefore || (await count(path.join(repo, 'data'))) <= before) {
       if (Date.now() > deadline) throw new Error('backup made no progress');
       await sleep(20);
     }
@@ -92,7 +92,7 @@ describe('crash safety', () => {
     await exited;
     assert.equal(child.exitCode, 130, stderr);
     assert.match(stderr, /interrupted; nothing was committed/);
-    assert.equal(await count(path.join(repo, 'locks')), locksBefore, 'the lock must be released');
+    assert.equal(await count(path.join(repo, 'leases')), locksBefore, 'the lease must be released');
     const list = (await ok(['snapshots', '--repo', repo, '--vm', 'interrupted', '--json'], s.env)).json;
     assert.equal(list.length, 0);
     await fsp.rm(fresh);

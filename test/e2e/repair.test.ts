@@ -65,6 +65,20 @@ describe('repair', () => {
     assert.equal(again.chunksNew, 0);
   });
 
+  it('repair refuses while a prune is running or unfinished (a GC epoch that has not ended): one line, nothing changed', async () => {
+    const copy = path.join(s.dir, 'mid-prune');
+    await fsp.cp(repo, copy, { recursive: true });
+    await fsp.mkdir(path.join(copy, 'gc'), { recursive: true });
+    await fsp.writeFile(path.join(copy, 'gc', '0000000007'), 'an intent (its content is not read by this check)');
+    const env = { ...s.env, PILOTLIGHT_CACHE_DIR: path.join(s.dir, 'cache-mid-prune') };
+    const indexBefore = (await listFiles(path.join(copy, 'index'))).sort();
+    const r = await run(['repair', 'index', '--repo', copy], env);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /^pilotlight: a prune is running or was interrupted \(GC epoch 7 has not ended\)[^\n]*\n$/);
+    assert.deepEqual((await listFiles(path.join(copy, 'index'))).sort(), indexBefore);
+    assert.deepEqual(await listFiles(path.join(copy, 'leases')).catch(() => []), [], 'no lease left behind');
+  });
+
   it('repair snapshots names the snapshot whose pack was deleted; --forget removes only it; the others restore; no data pack deleted', async () => {
     const copy = path.join(s.dir, 'lost-pack');
     await fsp.cp(repo, copy, { recursive: true });

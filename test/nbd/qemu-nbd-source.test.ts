@@ -156,3 +156,60 @@ describe('backup nbd from qemu-nbd with QEMU dirty bitmaps', () => {
     assert.equal((await ok(['snapshots', '--repo', repo, '--json'], s.env)).json.length, before, 'nothing was committed');
   });
 });
+
+describe('backup nbd of a libvirt-style export: the bitmap is named otherwise than its checkpoint', () => {
+  let s: Awaited<ReturnType<typeof scratch>>;
+  let repo: string;
+  let image: string;
+  let socket: string;
+  let uri: string;
+
+  async function backup(bitmaps: string[], args: string[]): Promise<{ json: any; copy: string }> {
+    const server = await startQemuNbd(image, socket, 'vda', bitmaps);
+    try {
+      const r = await ok(['backup', 'nbd', uri, '--vm', 'kvm03', '--repo', repo, '--json', ...args], s.env);
+      const copy = path.join(s.dir, `copy-${r.json.snapshot}.raw`);
+      await rawCopy(image, copy);
+      return { json: r.json, copy };
+    } finally {
+      await server.stop();
+    }
+  }
+
+  before(async () => {
+    s = await scratch('qemu-libvirt');
+    repo = path.join(s.dir, 'repo');
+    image = path.join(s.dir, 'vda.qcow2');
+    socket = path.join(s.dir, 'nbd.sock');
+    uri = `nbd+unix:///vda?socket=${socket}`;
+    await ok(['init', '--repo', repo], s.env);
+    await qemuImg('create', '-q', '-f', 'qcow2', image, String(32 * MiB));
+    await qemuIo(image, ['write -P 0x11 0 4M']);
+  });
+
+  after(async () => s.cleanup());
+
+  it('first backup records the checkpoint alone; the next reads backup-vda as since that checkpoint', async () => {
+    await qemuImg('bitmap', '--add', image, 'ck-0001'); // the checkpoint created with backup 1
+    const first = await backup([], ['--checkpoint', 'ck-0001']);
+    assert.equal(first.json.disks[0].read.kind, 'allocated');
+    await qemuIo(image, ['write -P 0x22 8M 128k']);
+    // what libvirt exports for <incremental>ck-0001</incremental>: a copy named backup-vda
+    await qemuImg('bitmap', '--add', '--merge', 'ck-0001', image, 'backup-vda');
+    await qemuImg('bitmap', '--add', image, 'ck-0002');
+    const wrong = await backup(['backup-vda'], ['--bitmap', 'backup-vda', '--since-checkpoint', 'ck-0000', '--checkpoint', 'ck-0002', '--parent', first.json.snapshot]);
+    assert.equal(wrong.json.disks[0].read.kind, 'allocated');
+    assert.match(wrong.json.disks[0].read.reason, /since checkpoint "ck-0000"\) belongs to another checkpoint than the parent snapshot's \("ck-0001"\)/);
+    const second = await backup(['backup-vda'], ['--bitmap', 'backup-vda', '--since-checkpoint', 'ck-0001', '--checkpoint', 'ck-0002', '--parent', first.json.snapshot]);
+    assert.equal(second.json.disks[0].read.kind, 'changed');
+    assert.equal(second.json.bytesScanned, 128 * KiB);
+    for (const b of [first, wrong, second]) {
+      const out = path.join(s.dir, `r-${b.json.snapshot}.raw`);
+      await ok(['restore', b.json.snapshot, '--to', out, '--repo', repo], s.env);
+      assert.ok(await sameBytes(b.copy, out));
+    }
+    const bad = await run(['backup', 'nbd', uri, '--vm', 'kvm03', '--since-checkpoint', 'x', '--repo', repo], s.env);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--since-checkpoint needs --bitmap/);
+  });
+});

@@ -193,4 +193,12 @@ describe('backup nbd --qmp: bitmap rotation through qemu-storage-daemon', () => 
       assert.ok(await sameBytes(c.copy, out), `restore ${i} differs from its copy`);
     }
   });
+
+  it('a backup without the parent leaves the old checkpoint, and says so', async () => {
+    const before = await bitmaps();
+    const r = (await ok([...args(), '--parent', 'none'], s.env)).json;
+    assert.equal(r.disks[0].read.kind, 'allocated');
+    assert.ok(r.notes.some((n: string) => n.includes(`${before[0]!.name}`) && /not this backup's parent checkpoint/.test(n)), JSON.stringify(r.notes));
+    assert.equal((await bitmaps()).length, 2);
+  });
 });

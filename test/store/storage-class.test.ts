@@ -35,3 +35,23 @@ it('the CLI refuses --storage-class DEEP_ARCHIVE with one line and exit 1, befor
     await s.cleanup();
   }
 });
+
+it('a pack that a lifecycle rule moved to an archive class (InvalidObjectState on GET) is a clear error, not "access denied"', async () => {
+  const { S3Store } = await import('../../src/store/s3-store.js');
+  const store = new S3Store({ bucket: 'bucket', prefix: 'repo', endpoint: NOWHERE, region: 'us-east-1', forcePathStyle: true });
+  try {
+    // the error as the AWS SDK raises it for a GET of an archived object (HTTP 403, code InvalidObjectState)
+    const sdkError = Object.assign(new Error('The operation is not valid for the object\'s storage class'), {
+      name: 'InvalidObjectState',
+      $metadata: { httpStatusCode: 403 },
+    });
+    const e = store.translate(sdkError, 'GetObject repo/data/ab/abcd') as Error & { code: string; retryable: boolean };
+    assert.equal(e.code, 'S3_ARCHIVED');
+    assert.equal(e.retryable, false);
+    assert.match(e.message, /archive storage class/);
+    assert.match(e.message, /restore-object/);
+    assert.match(e.message, /GLACIER_IR/);
+  } finally {
+    await store.close();
+  }
+});

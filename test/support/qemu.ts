@@ -32,9 +32,9 @@ export async function rawCopy(source: string, out: string, format = 'qcow2'): Pr
   await qemuImg('convert', '-U', '-f', format, '-O', 'raw', source, out);
 }
 
-function canConnect(path: string): Promise<boolean> {
+function canConnect(where: string | number): Promise<boolean> {
   return new Promise((resolve) => {
-    const c = net.createConnection({ path });
+    const c = typeof where === 'number' ? net.createConnection({ host: '127.0.0.1', port: where }) : net.createConnection({ path: where });
     c.once('connect', () => {
       c.destroy();
       resolve(true);
@@ -44,10 +44,10 @@ function canConnect(path: string): Promise<boolean> {
 }
 
 /** Waits until the unix socket accepts connections (the file alone appears before listen()). */
-async function waitFor(path: string, child: ChildProcess, what: string, stderr: () => string): Promise<void> {
+async function waitFor(path: string | number, child: ChildProcess, what: string, stderr: () => string): Promise<void> {
   for (let i = 0; i < 400; i++) {
     if (child.exitCode !== null) throw new Error(`${what} exited ${child.exitCode}: ${stderr()}`);
-    if (existsSync(path) && (await canConnect(path))) {
+    if ((typeof path === 'number' || existsSync(path)) && (await canConnect(path))) {
       await new Promise((r) => setTimeout(r, 50)); // let a failing start-up check finish
       if (child.exitCode !== null) throw new Error(`${what} exited ${child.exitCode}: ${stderr()}`);
       return;
@@ -74,10 +74,11 @@ function daemon(child: ChildProcess): Daemon {
   };
 }
 
-/** `qemu-nbd -r -t -B NAME...`: serves a qcow2 read-only on a unix socket. */
-export async function startQemuNbd(image: string, socket: string, exportName: string, bitmaps: string[] = []): Promise<Daemon> {
-  await fsp.rm(socket, { force: true });
-  const child = spawn('qemu-nbd', ['-r', '-t', '-f', 'qcow2', '-k', socket, '-x', exportName, ...bitmaps.flatMap((b) => ['-B', b]), image], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** `qemu-nbd -r -t -B NAME...`: serves a qcow2 read-only on a unix socket (or a TCP port on 127.0.0.1). */
+export async function startQemuNbd(image: string, socket: string | number, exportName: string, bitmaps: string[] = []): Promise<Daemon> {
+  if (typeof socket === 'string') await fsp.rm(socket, { force: true });
+  const where = typeof socket === 'number' ? ['-b', '127.0.0.1', '-p', String(socket)] : ['-k', socket];
+  const child = spawn('qemu-nbd', ['-r', '-t', '-e', '8', '-f', 'qcow2', ...where, '-x', exportName, ...bitmaps.flatMap((b) => ['-B', b]), image], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
   await waitFor(socket, child, 'qemu-nbd', () => err);

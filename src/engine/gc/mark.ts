@@ -6,7 +6,7 @@ import { SnapshotRecord } from '../../snapshot/snapshot-record.js';
 import { ListingError } from './listing.js';
 import { BatchWriter, GcWorkspace } from './workspace.js';
 
-/** Decodes a workspace entry (key id|packId, value type/offset/length/rawLength/file). */
+/** Decodes a workspace entry (key id|packId, value type/offset/length/rawLength/file/seal). */
 export function entryOf(key: Buffer, value: Buffer): IndexEntry & { file: number } {
   return {
     id: key.subarray(0, ID_BYTES),
@@ -16,16 +16,18 @@ export function entryOf(key: Buffer, value: Buffer): IndexEntry & { file: number
     length: value.readUInt32LE(5),
     rawLength: value.readUInt32LE(9),
     file: value.readUInt32LE(13),
+    seal: (value.length > 17 ? value.readUInt8(17) : 1) as 1 | 2,
   };
 }
 
 export function entryValue(e: Omit<IndexEntry, 'id' | 'packId'>, file: number): Buffer {
-  const v = Buffer.allocUnsafe(17);
+  const v = Buffer.allocUnsafe(18);
   v.writeUInt8(e.type, 0);
   v.writeUInt32LE(e.offset, 1);
   v.writeUInt32LE(e.length, 5);
   v.writeUInt32LE(e.rawLength, 9);
   v.writeUInt32LE(file, 13);
+  v.writeUInt8(e.seal, 17);
   return v;
 }
 

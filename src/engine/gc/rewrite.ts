@@ -89,9 +89,9 @@ export async function rewrite(repo: Repository, ws: GcWorkspace, files: IndexFil
     void k;
     const stored = bytes!.subarray(loc.offset, loc.offset + loc.length);
     const what = `blob ${id.toString('hex')} in ${packObjectName(loc.type, srcPack.toString('hex'))}`;
-    const plain = repo.codec.decode(Buffer.from(stored), id, what);
+    const plain = repo.codec.decode(Buffer.from(stored), id, what, loc.type, loc.seal);
     writer.claim(id);
-    await writer.add(loc.type as BlobType, id, repo.codec.encode(repo.defaultCodec, plain), plain.length);
+    await writer.add(loc.type as BlobType, id, repo.codec.encode(repo.defaultCodec, plain, loc.type, id), plain.length);
     report.blobsCopied++;
     report.bytesCopied += plain.length;
   }

@@ -63,7 +63,7 @@ export class Roots {
 
   private async cachedRecordIds(): Promise<string[]> {
     const cache = await this.repo.cache();
-    return (await cache.recordNames()).map((n) => n.slice(n.indexOf('/') + 1));
+    return (await cache.recordNames()).map((n) => n.slice(n.lastIndexOf('/') + 1)); // snapshots/<id>, or snapshots/<vm tag>/<id>
   }
 }
 

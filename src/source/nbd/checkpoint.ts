@@ -43,6 +43,8 @@ export function decodeCheckpoint(token: string | undefined): CheckpointToken | u
 /** What is known of the bitmap this run may read. */
 export interface BitmapState {
   name: string;
+  /** The checkpoint the bitmap records writes since (default: its name). */
+  since?: string;
   /** The NBD export offers qemu:dirty-bitmap:NAME. */
   offered: boolean;
   /** From QMP; undefined when only NBD is available. */
@@ -75,7 +77,10 @@ export function judgeBitmap(
   }
   const p = JSON.stringify(parent.checkpoint);
   const fallback = (why: string): BitmapVerdict => ({ use: false, reason: `${why}: read all allocated extents (base:allocation), deduplicated against the parent` });
-  if (parent.checkpoint !== bitmap.name) return fallback(`bitmap ${b} belongs to another checkpoint than the parent snapshot's (${p})`);
+  const from = bitmap.since ?? bitmap.name;
+  if (parent.checkpoint !== from) {
+    return fallback(`bitmap ${b}${bitmap.since ? ` (since checkpoint ${JSON.stringify(from)})` : ''} belongs to another checkpoint than the parent snapshot's (${p})`);
+  }
   if (bitmap.missingOnNode) return fallback(`bitmap ${b} (the parent snapshot's checkpoint) no longer exists on the node (removed, or lost when QEMU restarted: a bitmap on a raw disk is not persistent)`);
   if (bitmap.inconsistent) return fallback(`bitmap ${b} is marked inconsistent (its in-use flag was left set: QEMU stopped without flushing it)`);
   if (bitmap.busy) return fallback(`bitmap ${b} is busy (another block job uses it)`);

@@ -3,8 +3,9 @@
  * pull-mode backup, nbdkit), disks named disk0, disk1, ... by position.
  *
  * Without --qmp the exports are read as they are served: `--bitmap NAME` is the bitmap
- * that holds every write since the parent's checkpoint, and `--checkpoint NAME` (default:
- * the same name) the one that records writes from this backup on.
+ * that holds every write since checkpoint NAME (or since `--since-checkpoint CK`, for an
+ * exported bitmap named otherwise, like libvirt's `backup-vda`), and `--checkpoint NAME`
+ * (default: the bitmap's name) the one that records writes from this backup on.
  * With --qmp (see qmp-rotation.ts) pilotlight makes the bitmaps and exports itself.
  */
 import { NbdClient } from '../../nbd/client.js';
@@ -12,7 +13,7 @@ import { describeTarget, parseNbdUri, type NbdTarget } from '../../nbd/uri.js';
 import { BASE_ALLOCATION } from '../../nbd/protocol.js';
 import { UserError } from '../../repo/errors.js';
 import type { DiskSource, SourceDisk } from '../disk-source.js';
-import type { BitmapState, CheckpointToken } from './checkpoint.js';
+import { decodeCheckpoint, type BitmapState, type CheckpointToken } from './checkpoint.js';
 import { DIRTY_BITMAP_PREFIX, NbdDisk, type DiskConnection } from './nbd-disk.js';
 import { QmpRotation } from './qmp-rotation.js';
 
@@ -23,6 +24,8 @@ export interface NbdSourceOptions {
   bitmap?: string;
   /** The checkpoint this backup starts (without --qmp; default: `bitmap`). */
   checkpoint?: string;
+  /** The checkpoint `bitmap` records writes since, when its name is not that checkpoint's (libvirt's `backup-vda`). */
+  sinceCheckpoint?: string;
   /** QMP socket of the qemu or qemu-storage-daemon that serves the exports. */
   qmp?: string;
   log?: (message: string) => void;
@@ -36,16 +39,17 @@ class ServedExport implements DiskConnection {
     private readonly client: NbdClient,
     private readonly bitmap: string | undefined,
     checkpoint: string | undefined,
+    private readonly since: string | undefined,
   ) {
     if (checkpoint) this.checkpoint = { checkpoint };
   }
 
-  static async open(target: NbdTarget, bitmap: string | undefined, checkpoint: string | undefined): Promise<ServedExport> {
+  static async open(target: NbdTarget, bitmap: string | undefined, checkpoint: string | undefined, since: string | undefined): Promise<ServedExport> {
     const client = await NbdClient.connect(target, {
       metaContexts: [BASE_ALLOCATION, ...(bitmap ? [DIRTY_BITMAP_PREFIX + bitmap] : [])],
       listQuery: bitmap ? DIRTY_BITMAP_PREFIX : undefined,
     });
-    return new ServedExport(client, bitmap, checkpoint ?? bitmap);
+    return new ServedExport(client, bitmap, checkpoint ?? bitmap, since);
   }
 
   disconnect(): Promise<void> {
@@ -62,8 +66,8 @@ class ServedExport implements DiskConnection {
     if (!offered) {
       // The parent's own checkpoint gone missing is a fallback (judgeBitmap says why);
       // any other name the server does not offer is a mistake to fix.
-      const parentCheckpoint = hasParent && since ? new URLSearchParams(since.replace(/^qemu:/, '')).get('checkpoint') : null;
-      if (!since?.startsWith('qemu:') || parentCheckpoint !== this.bitmap) {
+      const parent = hasParent ? decodeCheckpoint(since) : undefined;
+      if (parent?.checkpoint !== (this.since ?? this.bitmap)) {
         const names = this.client.offered.filter((c) => c.startsWith(DIRTY_BITMAP_PREFIX)).map((c) => c.slice(DIRTY_BITMAP_PREFIX.length));
         throw new UserError(
           `export ${JSON.stringify(this.client.target.exportName)} at ${describeTarget(this.client.target)} offers no dirty bitmap named ${JSON.stringify(this.bitmap)} ` +
@@ -71,7 +75,7 @@ class ServedExport implements DiskConnection {
         );
       }
     }
-    return { client: this.client, bitmap: { name: this.bitmap, offered } };
+    return { client: this.client, bitmap: { name: this.bitmap, offered, ...(this.since ? { since: this.since } : {}) } };
   }
 }
 
@@ -89,16 +93,20 @@ export class NbdSource implements DiskSource {
     if (opts.uris.length === 0) throw new UserError('give at least one NBD URI (nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT)');
     const targets = opts.uris.map(parseNbdUri);
     if (opts.qmp) {
-      if (opts.bitmap || opts.checkpoint) throw new UserError('--qmp makes and rotates the bitmaps itself: leave out --bitmap and --checkpoint');
+      if (opts.bitmap || opts.checkpoint || opts.sinceCheckpoint) {
+        throw new UserError('--qmp makes and rotates the bitmaps itself: leave out --bitmap, --checkpoint and --since-checkpoint');
+      }
       const rotation = await QmpRotation.open(opts.qmp, targets, opts.log);
       const disks = rotation.disks.map((d, i) => new NbdDisk(`disk${i}`, d.capacity, targets[i]!.uri, d));
       return new NbdSource(opts.vm, disks, rotation);
     }
-    if (opts.checkpoint && !opts.bitmap) throw new UserError('--checkpoint needs --bitmap (the bitmap that holds the writes since the previous checkpoint)');
+    if (opts.sinceCheckpoint && !(opts.bitmap && opts.checkpoint)) {
+      throw new UserError('--since-checkpoint needs --bitmap (the exported bitmap) and --checkpoint (the checkpoint created with this backup)');
+    }
     const disks: NbdDisk[] = [];
     try {
       for (const [i, t] of targets.entries()) {
-        const served = await ServedExport.open(t, opts.bitmap, opts.checkpoint);
+        const served = await ServedExport.open(t, opts.bitmap, opts.checkpoint, opts.sinceCheckpoint);
         disks.push(new NbdDisk(`disk${i}`, served.nbd.size, t.uri, served));
         if (served.nbd.size === 0) throw new UserError(`${t.uri}: the export is empty`);
       }

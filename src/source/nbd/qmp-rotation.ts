@@ -69,7 +69,8 @@ class RotatedDisk implements DiskConnection {
   }
 
   async connect(since: string | undefined, hasParent: boolean): Promise<{ client: NbdClient; bitmap?: BitmapState }> {
-    if (this.client) throw new Error(`${this.target.uri}: connected twice`);
+    // asked again (a re-plan without a parent): the same export, no bitmap
+    if (this.client) return { client: this.client };
     const parent = hasParent ? decodeCheckpoint(since) : undefined;
     const node = await this.rot.node(this.node);
     const found = parent ? node['dirty-bitmaps']?.find((b) => b.name === parent.checkpoint) : undefined;
@@ -90,6 +91,13 @@ class RotatedDisk implements DiskConnection {
       ...(usable ? { bitmaps: [found.name] } : {}),
     });
     if (found) this.parentBitmap = found.name;
+    const stale = (node['dirty-bitmaps'] ?? []).filter((b) => b.name.startsWith(BITMAP_PREFIX) && b.name !== found?.name && b.name !== this.newBitmap);
+    if (stale.length) {
+      this.rot.note(
+        `${this.node} has pilotlight bitmaps that are not this backup's parent checkpoint: ${stale.map((b) => b.name).join(', ')}; ` +
+          'they cost write overhead; remove them (QMP block-dirty-bitmap-remove) unless another repository backs up this disk',
+      );
+    }
     const t: NbdTarget = { ...this.target, exportName: this.exportId };
     this.client = await NbdClient.connect(t, { metaContexts: [BASE_ALLOCATION, ...(usable ? [DIRTY_BITMAP_PREFIX + found.name] : [])] });
     if (!parent) return { client: this.client, bitmap: { name: this.newBitmap, offered: false } };
@@ -116,6 +124,11 @@ class RotatedDisk implements DiskConnection {
 export class QmpRotation {
   readonly disks: RotatedDisk[] = [];
   private isCommitted = false;
+  private readonly pendingNotes: string[] = [];
+
+  note(message: string): void {
+    this.pendingNotes.push(message);
+  }
 
   private constructor(readonly qmp: QmpClient) {}
 
@@ -166,10 +179,19 @@ export class QmpRotation {
   /** The snapshot is committed: remove the parents' pilotlight bitmaps. Returns notes. */
   async committed(): Promise<string[]> {
     this.isCommitted = true;
-    const notes = await this.dropExports(); // an exported bitmap cannot be removed
+    const notes = this.pendingNotes.splice(0);
+    notes.push(...(await this.dropExports())); // an exported bitmap cannot be removed
     for (const d of this.disks) {
       if (!d.parentBitmap) continue;
       if (!d.parentBitmap.startsWith(BITMAP_PREFIX)) {
+        // not ours: give it back whole (the writes since it was frozen) and recording
+        if (d.frozeParent) {
+          const actions = [
+            { type: 'block-dirty-bitmap-merge', data: { node: d.node, target: d.parentBitmap, bitmaps: [d.newBitmap] } },
+            { type: 'block-dirty-bitmap-enable', data: { node: d.node, name: d.parentBitmap } },
+          ];
+          await this.qmp.execute('transaction', { actions }).catch((err: Error) => notes.push(`could not re-enable bitmap ${d.parentBitmap} on ${d.node}: ${err.message}`));
+        }
         notes.push(`bitmap ${d.parentBitmap} on ${d.node} was not made by pilotlight: left in place`);
         continue;
       }
