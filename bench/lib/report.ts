@@ -336,7 +336,7 @@ function fixedCosts(r: Results): string[] {
 export function pipelineCeiling(r: Results): { mbPerS: number; parts: string } | undefined {
   const st = r.stages.median;
   const h = st.find((s) => s.stage === 'BLAKE3' && s.how.includes('native')) ?? st.find((s) => s.stage === 'BLAKE3' && s.how.includes('pilotlight'));
-  const z = st.find((s) => s.stage === 'compress' && s.how.includes('zstd'));
+  const z = st.find((s) => s.stage === 'compress' && s.how.includes('pilotlight') && s.how.includes('zstd')) ?? st.find((s) => s.stage === 'compress' && s.how.includes('zstd'));
   const e = st.find((s) => s.stage === 'encrypt');
   if (!h || !z || !e) return undefined;
   const ratio = Number(/ratio ([\d.]+)/.exec(z.note ?? '')?.[1] ?? 1);
