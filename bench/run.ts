@@ -25,6 +25,7 @@ import { makeSeries, defaultSeriesDir, type SeriesState } from './make-series.js
 import { parseArgs, parseSize, sizeLabel, median, sh, shLoud, which, repoRoot, fmtSize, timedOk, MiB } from './lib/util.js';
 import { Pilotlight, Restic, Borg, pilotlightAvailable, toolVersion, type Tool } from './lib/tools.js';
 import { denseSample, measureStages, type StageResult } from './lib/stages.js';
+import { quarterHourState } from './lib/quarter-hour.js';
 import { markdown, svg, type Results, type StepResult, type Agg, type Sample } from './lib/report.js';
 
 const root = repoRoot(import.meta.url);
@@ -74,7 +75,7 @@ function machine() {
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const { flags, on } = parseArgs(process.argv.slice(2), ['peers', 'quick', 'rebuild', 'publish', 'help']);
+  const { flags, on } = parseArgs(process.argv.slice(2), ['peers', 'quick', 'rebuild', 'publish', 'help', 'skip-cross']);
   if (on.has('help')) {
     process.stdout.write('usage: npm run bench -- [--peers] [--size 4G] [--states 4] [--reps 3] [--quick] [--rebuild] [--name NAME] [--tools a,b] [--publish]\n');
     return;
@@ -101,18 +102,20 @@ async function main(): Promise<void> {
   const cacheDir = path.join(root, 'bench', 'cache');
   const series = await makeSeries({ size, states: nStates, cloneStates: 1, out: defaultSeriesDir(cacheDir, size), cacheDir, rebuild: on.has('rebuild') });
   const sdir = defaultSeriesDir(cacheDir, size);
-  const web1 = series.states.filter((s) => s.vm === 'web1').sort((a, b) => a.index - b.index).slice(0, nStates);
+  const web1States = series.states.filter((s) => s.vm === 'web1').sort((a, b) => a.index - b.index).slice(0, nStates);
+  // and the 15-minute incremental: 40 scattered writes on top of the last state
+  const web1 = [...web1States, quarterHourState(defaultSeriesDir(cacheDir, size), web1States[web1States.length - 1]!)];
   const web2 = series.states.find((s) => s.vm === 'web2' && s.index === 0);
   const img = (s: SeriesState) => path.join(sdir, s.image);
 
-  let toolNames = ['pilotlight', 'pilotlight-no-cbt', ...(peers ? ['restic', 'borg'] : [])];
+  let toolNames = ['pilotlight', 'pilotlight-no-cbt', ...(peers ? ['restic', 'borg-fixed64k', 'borg'] : [])];
   if (flags.tools) toolNames = flags.tools.split(',');
   if (!pilotlightAvailable(root)) {
     const had = toolNames.some((t) => t.startsWith('pilotlight'));
     toolNames = toolNames.filter((t) => !t.startsWith('pilotlight'));
     if (had) notes.push('pilotlight rows pending: dist/src/cli/main.js was not built when this ran');
   }
-  if (peers) for (const [t, cmd] of [['restic', 'restic'], ['borg', 'borg']]) {
+  if (peers) for (const [t, cmd] of [['restic', 'restic'], ['borg', 'borg'], ['borg-fixed64k', 'borg']]) {
     if (toolNames.includes(t) && !which(cmd)) { toolNames = toolNames.filter((x) => x !== t); notes.push(`${t} not installed: skipped`); }
   }
   log(`series ${sdir}: ${web1.map((s) => s.name).join(', ')}; tools: ${toolNames.join(', ')}; ${reps} repetition(s)`);
@@ -124,6 +127,7 @@ async function main(): Promise<void> {
       case 'pilotlight-no-cbt': return new Pilotlight(t, root, dir, false);
       case 'restic': return new Restic(dir);
       case 'borg': return new Borg(dir);
+      case 'borg-fixed64k': return new Borg(dir, true);
       default: throw new Error(`unknown tool ${t}`);
     }
   };
@@ -141,6 +145,10 @@ async function main(): Promise<void> {
   const sample = path.join(sdir, 'web1-0.nonzero.bin');
   denseSample(img(web1[0]), sample);
   const inProcess = quick ? 256 * MiB : 1024 * MiB;
+  const lastState = web1[web1.length - 1]!;
+  const lastSample = path.join(sdir, `${lastState.name}.nonzero.bin`);
+  const lastSampleBytes = denseSample(img(lastState), lastSample);
+  const ddRuns: number[] = [];
 
   for (let rep = 0; rep < reps; rep++) {
     const repDir = path.join(workRoot, `rep${rep}`);
@@ -187,6 +195,13 @@ async function main(): Promise<void> {
       }
       await fsp.rm(to, { recursive: true, force: true });
     }
+    // The machine's write rate for the same bytes: dd conv=fdatasync of the restored state's non-zero data.
+    try {
+      const ddOut = path.join(repDir, 'dd.out');
+      const t = await timedOk('dd', [`if=${lastSample}`, `of=${ddOut}`, 'bs=4M', 'conv=fdatasync', 'status=none']);
+      ddRuns.push(t.wallMs / 1000);
+      await fsp.rm(ddOut, { force: true });
+    } catch (e) { notes.push(`dd conv=fdatasync failed: ${(e as Error).message.split('\n')[0]}`); }
     if (rep === 0) {
       const pl = tools.find((t) => t.name === 'pilotlight');
       if (pl instanceof Pilotlight) plStats = await pl.stats();
@@ -214,7 +229,7 @@ async function main(): Promise<void> {
 
   // Two VMs from one template, once (sizes do not vary between repetitions).
   const cross: Results['dedup']['crossVm'] = {};
-  if (web2) {
+  if (web2 && !on.has('skip-cross')) {
     const dir = path.join(workRoot, 'cross');
     await fsp.rm(dir, { recursive: true, force: true });
     for (let k = 0; k < toolNames.length; k++) {
@@ -283,7 +298,7 @@ async function main(): Promise<void> {
   const versions: Record<string, string> = { node: process.version };
   if (toolNames.some((t) => t.startsWith('pilotlight'))) versions.pilotlight = plVersion;
   if (toolNames.includes('restic')) versions.restic = toolVersion('restic', ['version']).replace(/^restic\s+/, '').split(' ')[0];
-  if (toolNames.includes('borg')) versions.borg = toolVersion('borg', ['--version']).replace(/^borg\s+/, '');
+  if (toolNames.some((t) => t.startsWith('borg'))) versions.borg = toolVersion('borg', ['--version']).replace(/^borg\s+/, '');
   if (which('b3sum')) versions.b3sum = toolVersion('b3sum', ['--version']).replace(/^b3sum\s+/, '');
   if (which('zstd')) versions.zstd = (/v([\d.]+)/.exec(toolVersion('zstd', ['--version'])) ?? ['', '?'])[1];
   if (which('lz4')) versions.lz4 = (/v([\d.]+)/.exec(toolVersion('lz4', ['--version'])) ?? ['', '?'])[1];
@@ -313,6 +328,7 @@ async function main(): Promise<void> {
     stages: { median: stageMed, notes: stageNotes },
     ...(plStats ? { pilotlightStats: plStats } : {}),
     ...(fixed.startup.length ? { pilotlightFixed: { nodeBare: aggregate(fixed.nodeBare), startup: aggregate(fixed.startup), emptyIncremental: aggregate(fixed.empty) } } : {}),
+    ...(ddRuns.length ? { ddFdatasync: { bytes: lastSampleBytes, wallS: median(ddRuns), mbPerS: lastSampleBytes / 1e6 / median(ddRuns) } } : {}),
     notes,
     runSeconds: Math.round((Date.now() - started) / 1000),
   };

@@ -53,6 +53,8 @@ export interface Results {
   pilotlightStats?: Record<string, unknown>;
   /** `node -e 0`, `pilotlight --help`, and a backup with an empty change list. */
   pilotlightFixed?: { nodeBare: Agg; startup: Agg; emptyIncremental: Agg };
+  /** `dd conv=fdatasync` of the restored state's non-zero bytes into a new file, in the same run (median). */
+  ddFdatasync?: { bytes: number; wallS: number; mbPerS: number };
   notes: string[];
   runSeconds: number;
 }
@@ -88,6 +90,7 @@ export function markdown(r: Results): string {
     L.push(`| ${s.name} | ${mbs(s.allocatedBytes)} | ${mbs(s.nonZeroBytes)} | ${s.changedBytes !== undefined ? mbs(s.changedBytes) : '–'} | ${s.steps.join('; ')} |`);
   }
   L.push('');
+  L.push(...issue12(r));
   L.push('**Backups** (time = wall clock of the whole command, start-up included; read MB = bytes the tool read from the image: pilotlight says so in its report, restic and borg read the whole file, holes included; image MB/s = non-zero MB of the image protected / time; repo MB = bytes the repository holds after the step)');
   L.push('');
   const spHead = peers.map((p) => `vs ${p}`);
@@ -323,6 +326,99 @@ function fixedCosts(r: Results): string[] {
   }
   out.push('');
   return out;
+}
+
+/**
+ * The machine's ceiling for the per-chunk work of a first backup, from the
+ * one-thread rates measured in the same run: cores / (1/hash + 1/zstd +
+ * (stored/raw)/seal) MB/s of input (sealing runs on the compressed bytes).
+ */
+export function pipelineCeiling(r: Results): { mbPerS: number; parts: string } | undefined {
+  const st = r.stages.median;
+  const h = st.find((s) => s.stage === 'BLAKE3' && s.how.includes('native')) ?? st.find((s) => s.stage === 'BLAKE3' && s.how.includes('pilotlight'));
+  const z = st.find((s) => s.stage === 'compress' && s.how.includes('pilotlight') && s.how.includes('zstd')) ?? st.find((s) => s.stage === 'compress' && s.how.includes('zstd'));
+  const e = st.find((s) => s.stage === 'encrypt');
+  if (!h || !z || !e) return undefined;
+  const ratio = Number(/ratio ([\d.]+)/.exec(z.note ?? '')?.[1] ?? 1);
+  const perByte = 1 / h.mbPerS + 1 / z.mbPerS + 1 / ratio / e.mbPerS;
+  return {
+    mbPerS: r.machine.cores / perByte,
+    parts: `${r.machine.cores} cores / (1/${h.mbPerS.toFixed(0)} hash + 1/${z.mbPerS.toFixed(0)} zstd-1 + 1/${ratio.toFixed(2)}/${e.mbPerS.toFixed(0)} seal) MB/s`,
+  };
+}
+
+/** Issue 12's table (pilotlight against borg fixed-64K and restic per step) and its goals, with CPU, RSS and the efficiency ratios. */
+function issue12(r: Results): string[] {
+  const borg = r.tools.includes('borg-fixed64k') ? 'borg-fixed64k' : r.tools.includes('borg') ? 'borg' : undefined;
+  const restic = r.tools.includes('restic') ? 'restic' : undefined;
+  const L: string[] = [];
+  const ratio = (sp: number | undefined) => (sp !== undefined && Number.isFinite(sp) ? f2(1 / sp) : '');
+  const cell = (a: Agg | undefined) => (a && !a.error ? wall(a) : '–');
+  const rows: { step: string; pl?: Agg; b?: Agg; rs?: Agg; spB?: number; spR?: number }[] = r.steps.map((st, i) => ({
+    step: i === 0 ? `first backup (${st.label})` : `incremental ${st.label}, ${mbs(st.changedBytes ?? 0)} MB changed (CBT list)`,
+    pl: st.tools.pilotlight,
+    b: borg ? st.tools[borg] : undefined,
+    rs: restic ? st.tools[restic] : undefined,
+    spB: borg ? st.speedup[borg] : undefined,
+    spR: restic ? st.speedup[restic] : undefined,
+  }));
+  rows.push({
+    step: `restore of ${r.restore.label} (${mbs(r.restore.nonZeroBytes)} MB non-zero)`,
+    pl: r.restore.tools.pilotlight,
+    b: borg ? r.restore.tools[borg] : undefined,
+    rs: restic ? r.restore.tools[restic] : undefined,
+    spB: borg ? r.restore.speedup[borg] : undefined,
+    spR: restic ? r.restore.speedup[restic] : undefined,
+  });
+  L.push(`**Issue 12's table** (wall seconds, median and range; ratios = pilotlight time / peer time, per repetition, median; ${borg ?? 'borg'} = \`--chunker-params fixed,65536 --sparse\`)`);
+  L.push('');
+  L.push(`| step | pilotlight s | CPU s | peak RSS MB | ${borg ?? 'borg'} s | restic s | pilotlight / ${borg ?? 'borg'} | pilotlight / restic |`);
+  L.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const x of rows) {
+    L.push(`| ${x.step} | ${cell(x.pl)} | ${x.pl ? f1(x.pl.cpuS) : '–'} | ${x.pl ? x.pl.rssMB.toFixed(0) : '–'} | ${cell(x.b)} | ${cell(x.rs)} | ${ratio(x.spB)} | ${ratio(x.spR)} |`);
+  }
+  L.push('');
+  const goals: [string, string, boolean | undefined][] = [];
+  const first = rows[0]!;
+  if (first.spB !== undefined) goals.push([`first backup <= 0.5x ${borg}`, ratio(first.spB), 1 / first.spB <= 0.5]);
+  if (first.spR !== undefined) goals.push(['first backup <= 0.25x restic', ratio(first.spR), 1 / first.spR <= 0.25]);
+  const ceil = pipelineCeiling(r);
+  const fb = r.steps[0]?.tools.pilotlight;
+  if (ceil && fb && !fb.error) {
+    const rate = r.steps[0]!.nonZeroBytes / 1e6 / fb.wallS;
+    goals.push([`pipeline efficiency >= 85% (first backup MB/s over the ceiling ${ceil.parts} = ${ceil.mbPerS.toFixed(0)} MB/s)`, `${rate.toFixed(0)} MB/s = ${((rate / ceil.mbPerS) * 100).toFixed(0)}%`, rate / ceil.mbPerS >= 0.85]);
+  }
+  const q = r.steps[r.steps.length - 1];
+  if (q && q.kind === 'incremental') {
+    const worst = Math.min(...[borg, restic].filter((t): t is string => !!t).map((t) => q.speedup[t]!).filter(Number.isFinite));
+    if (Number.isFinite(worst)) goals.push([`15-minute incremental (${q.label}) <= 0.1x either peer`, ratio(worst), 1 / worst <= 0.1]);
+  }
+  const rest = r.restore.tools.pilotlight;
+  if (rest && !rest.error) {
+    const fastest = Math.min(...[borg, restic].filter((t): t is string => !!t).map((t) => r.restore.speedup[t]!).filter(Number.isFinite));
+    if (Number.isFinite(fastest)) goals.push(['restore >= 2x faster than the faster peer', `${f2(fastest)}x`, fastest >= 2]);
+    if (r.ddFdatasync) {
+      const rr = r.restore.nonZeroBytes / 1e6 / rest.wallS;
+      goals.push([`restore >= 75% of dd conv=fdatasync of the same bytes (${r.ddFdatasync.mbPerS.toFixed(0)} MB/s)`, `${rr.toFixed(0)} MB/s = ${((rr / r.ddFdatasync.mbPerS) * 100).toFixed(0)}%`, rr / r.ddFdatasync.mbPerS >= 0.75]);
+    }
+  }
+  const all = [...r.steps.map((s) => s.tools.pilotlight), rest].filter((a): a is Agg => !!a && !a.error);
+  if (all.length) {
+    const rss = Math.max(...all.map((a) => Math.max(...a.samples.map((x) => x.rssMB))));
+    goals.push(['peak RSS <= 150 MB (every backup and the restore, worst repetition)', `${rss.toFixed(0)} MB`, rss <= 150]);
+  }
+  const pl = r.dedup.series.pilotlight?.storedBytes;
+  const rs = r.dedup.series.restic?.storedBytes;
+  if (pl && rs) goals.push(['repository size about 1.0x restic\'s (no worse than before)', `${f2(pl / rs)}x`, pl / rs <= 1.05]);
+  if (goals.length) {
+    L.push('**Issue 12 goals** (reported, not asserted)');
+    L.push('');
+    L.push('| goal | measured | met |');
+    L.push('|---|---|---|');
+    for (const [g, m, ok] of goals) L.push(`| ${g} | ${m} | ${ok === undefined ? '–' : ok ? 'yes' : 'no'} |`);
+    L.push('');
+  }
+  return L;
 }
 
 /** The targets of issues 6 and 2, next to what this run measured. */

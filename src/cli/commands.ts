@@ -133,6 +133,11 @@ export function registerSnapshots(program: Command): void {
     });
 }
 
+function parseModeOption(v: string): number {
+  if (!/^0?[0-7]{3}$/.test(v)) throw new UserError(`--mode takes octal permission bits such as 0600 or 640, not ${JSON.stringify(v)}`);
+  return parseInt(v, 8);
+}
+
 export type RestoreToS3 = (repo: unknown, record: unknown, disk: number, url: string, opts: Record<string, unknown>) => Promise<unknown>;
 
 export function registerRestore(program: Command, restoreToS3?: RestoreToS3): void {
@@ -144,8 +149,9 @@ export function registerRestore(program: Command, restoreToS3?: RestoreToS3): vo
     .option('--disk <n>', 'disk index', parseIntOption('--disk'), 0)
     .requiredOption('--to <path>', 'target file, block device, or s3://BUCKET/KEY')
     .option('--since <snapshot>', 'the target already holds this older snapshot: write only what changed')
-    .option('--force', 'overwrite an existing file')
-    .action(async (ref: string, opts: { vm?: string; disk: number; to: string; since?: string; force?: boolean }, cmd: Command) => {
+    .option('--force', 'replace an existing file (the old one stays whole until the new one is complete)')
+    .option('--mode <octal>', 'permission bits of a restored file (default 0600)', parseModeOption)
+    .action(async (ref: string, opts: { vm?: string; disk: number; to: string; since?: string; force?: boolean; mode?: number }, cmd: Command) => {
       const repo = await openRepo(cmd);
       try {
         const catalog = new SnapshotCatalog(repo);
@@ -156,7 +162,7 @@ export function registerRestore(program: Command, restoreToS3?: RestoreToS3): vo
           report = await restoreToS3(repo, record, opts.disk, opts.to, { ...globals(cmd), progress: terminalProgress('upload') });
         } else {
           const since = opts.since ? await catalog.resolve(opts.since, opts.vm ?? record.vm) : undefined;
-          const r = await restoreDisk(repo, record, opts.disk, opts.to, { force: opts.force, since, progress: terminalProgress('restore') });
+          const r = await restoreDisk(repo, record, opts.disk, opts.to, { force: opts.force, since, mode: opts.mode, progress: terminalProgress('restore') });
           report = r;
           if (!globals(cmd).json) {
             process.stdout.write(

@@ -14,6 +14,7 @@ import { registerRepair, registerVerify } from './verify-repair.js';
 import { registerExtensions } from './extensions.js';
 import { registerForget, registerProtect } from './retention.js';
 import { registerKey, registerMigrate } from './keys.js';
+import { quietSdkNodeVersionWarning } from './node-support.js';
 import { registerDrill, registerServe } from './nbd.js';
 import { registerGc } from './gc.js';
 
@@ -58,6 +59,7 @@ export async function buildProgram(): Promise<Command> {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  quietSdkNodeVersionWarning();
   const program = await buildProgram();
   try {
     await program.parseAsync(argv);

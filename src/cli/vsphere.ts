@@ -52,7 +52,7 @@ function connectionOptions(cmd: Command): Command {
     .option('--thumbprint <sha1>', "SHA-1 thumbprint of the server's TLS certificate (AA:BB:...); connecting is refused on a mismatch")
     .option('--insecure', 'do not check the certificate thumbprint (trusted networks only)')
     .option('--transport <modes>', 'VDDK transport modes, in order of preference (nbdssl, nbd, hotadd, san)', 'nbdssl:nbd')
-    .option('--vddk-libdir <dir>', 'lib64 directory of an extracted VDDK 7 or 8 (env VDDK_LIBDIR)', process.env.VDDK_LIBDIR);
+    .option('--vddk-libdir <dir>', 'an extracted VDDK 7 or 8: its directory or its lib64/ (env VDDK_LIBDIR)', process.env.VDDK_LIBDIR);
 }
 
 export function registerVsphereBackup(backup: Command): void {
@@ -69,7 +69,7 @@ export function registerVsphereBackup(backup: Command): void {
       if (!opts.username) throw new UserError('give the vSphere user with --username or VSPHERE_USER');
       const pw = password(opts);
       if (pw === undefined) throw new UserError('give the vSphere password with --vsphere-password-file FILE or VSPHERE_PASSWORD');
-      if (!opts.vddkLibdir) throw new UserError('give the VDDK lib64 directory with --vddk-libdir or VDDK_LIBDIR');
+      if (!opts.vddkLibdir) throw new UserError('give the extracted VDDK directory (or its lib64/) with --vddk-libdir or VDDK_LIBDIR');
       const g = globals(cmd);
       const repo = await openRepo(cmd);
       const { signal, dispose } = interruptSignal();

@@ -15,10 +15,14 @@ import {
 import { DiskSource, Extent, ExtentPlan, SourceDisk } from '../source/disk-source.js';
 import { alignExtents, totalLength } from '../source/extents.js';
 import { BackupGuard } from './backup-guard.js';
+import { GcPacer } from './gc-pacer.js';
 import { WorkerPool } from './worker-pool.js';
 
-/** Chunks per batch handed to a worker (1 MiB of 64 KiB chunks). */
-const BATCH_CHUNKS = 16;
+/**
+ * Chunks per batch handed to a worker (4 MiB of 64 KiB chunks): one read, one
+ * message each way and one batched index lookup per 64 chunks.
+ */
+const BATCH_CHUNKS = 64;
 
 export interface ProgressSink {
   start(totalBytes: number): void;
@@ -35,7 +39,7 @@ export interface BackupOptions {
   signal?: AbortSignal;
   /** Worker threads (default: one per core). */
   workers?: number;
-  /** Batches of 1 MiB in flight (reading, hashing, encoding). Memory: about 2x this in MiB. */
+  /** Batches of 4 MiB in flight (reading, hashing, encoding). Memory: about 4 MiB each plus their blobs. */
   inFlight?: number;
   /** Free-form source name for the record ('file', 'vsphere'). */
   sourceKind?: string;
@@ -81,7 +85,7 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
   let writer: RepoWriter;
   try {
     parent = await findParent(catalog, source.vm, options.parent ?? 'auto');
-    writer = new RepoWriter(repo, { maxUploads: repo.store.location.startsWith('s3://') ? 4 : 2, reuse: guard });
+    writer = new RepoWriter(repo, { maxUploads: packUploads(repo), reuse: guard });
     await guard.begin(parent?.id ?? null, writer);
   } catch (err) {
     await guard.close();
@@ -105,7 +109,9 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
       }
       plans.push({ disk, parentDisk, plan, extents: alignExtents(plan.extents, repo.config.chunkSize, disk.capacity) });
     }
-    options.progress?.start(plans.reduce((s, p) => s + totalLength(p.extents), 0));
+    const toRead = plans.reduce((s, p) => s + totalLength(p.extents), 0);
+    pool.plan(toRead);
+    options.progress?.start(toRead);
 
     const diskRecords: DiskRecord[] = [];
     const diskReports: DiskReport[] = [];
@@ -181,6 +187,16 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     await pool.close();
     await guard.close();
   }
+}
+
+/**
+ * Pack uploads in flight: each holds a 16 MiB pack. One for a local directory
+ * (a put is a write and an fsync, shorter than filling the next pack), two for
+ * S3, whose round trips are longer. Packs alive at once: these, one waiting for
+ * room and one spare buffer.
+ */
+function packUploads(repo: Repository): number {
+  return repo.store.location.startsWith('s3://') ? 2 : 1;
 }
 
 async function findParent(catalog: SnapshotCatalog, vm: string, parent: string): Promise<SnapshotRecord | null> {
@@ -263,7 +279,8 @@ async function backupDisk(
   options: BackupOptions,
 ): Promise<void> {
   const cs = repo.config.chunkSize;
-  const inFlight = options.inFlight ?? Math.max(8, pool.size * 4);
+  const inFlight = options.inFlight ?? Math.max(4, pool.size * 2);
+  const pacer = new GcPacer();
   const buffers = new BufferPool(inFlight, cs * BATCH_CHUNKS);
 
   const process1 = async (batch: Batch): Promise<BatchResult> => {
@@ -291,7 +308,10 @@ async function backupDisk(
       handedBack = true;
       buffers.release(encoded.buf);
       const newBlobs = new Map<number, Buffer>();
-      which.forEach((i, k) => newBlobs.set(i, encoded.blobs[k]!));
+      which.forEach((i, k) => {
+        newBlobs.set(i, encoded.blobs[k]!);
+        pacer.made(encoded.blobs[k]!.length); // copied into a pack, then garbage
+      });
       return { batch, ids, isZero: hashed.isZero, newBlobs };
     } catch (err) {
       // The buffer may be stuck in a failed worker; replace it so the pool keeps its size.

@@ -30,4 +30,11 @@ export interface DiskChunk {
   length: number;
   /** Plaintext bytes, or null when the chunk is all zeros. */
   data: Buffer | null;
+  /**
+   * Where `data` is not zero, as [start, length, ...] relative to the chunk in 4 KiB
+   * granules (zero-runs.ts), when the image found it cheaply; absent means unknown.
+   */
+  runs?: number[];
+  /** Set on chunks with data when they were asked for with `lease`: call once `data` is no longer needed. */
+  release?: () => void;
 }

@@ -28,6 +28,10 @@ export interface FetchOptions {
   fetches?: number;
   /** Called with the seconds each ranged GET + decode took (metrics). */
   onGroup?: (seconds: number, blobs: number) => void;
+  /** Blob k's plaintext is written at `offsets[k]` of this shared buffer (and returned as a view of it). */
+  into?: { buf: SharedArrayBuffer; offsets: number[] };
+  /** When given, runs[k] is set to blob k's non-zero 4 KiB runs ([start, length, ...], zero-runs.ts), found in the worker. */
+  runs?: number[][];
 }
 
 /**
@@ -98,18 +102,23 @@ async function fetchGroup(
     offset: g.e.offset - first.offset,
     length: g.e.length,
     id: g.e.id,
+    plainLength: wanted[g.k]!.length, // decompressed in place; another length fails the decode
     type: g.e.type,
     seal: g.e.seal,
     what: `chunk ${g.e.id.toString('hex')} in ${name}`,
   }));
-  const plains = await pool.decode(bytes, items);
+  const into = options.into ? { buf: options.into.buf, offsets: group.map((g) => options.into!.offsets[g.k]!) } : undefined;
+  const plains = await pool.decodeBlobs(bytes, items, { runs: options.runs !== undefined, into });
   plains.forEach((p, j) => {
     const g = group[j]!;
     const hex = g.e.id.toString('hex');
     const expected = wanted[g.k]!.length;
     if ('error' in p) out[g.k] = new DataIntegrityError(`${options.label}: ${p.error}`, [hex]);
-    else if (p.length !== expected) out[g.k] = new DataIntegrityError(`${options.label}: chunk ${hex} has ${p.length} bytes, expected ${expected}`, [hex]);
-    else out[g.k] = p;
+    else if (p.data.length !== expected) out[g.k] = new DataIntegrityError(`${options.label}: chunk ${hex} has ${p.data.length} bytes, expected ${expected}`, [hex]);
+    else {
+      out[g.k] = p.data;
+      if (options.runs) options.runs[g.k] = p.runs;
+    }
   });
   options.onGroup?.(Number(process.hrtime.bigint() - started) / 1e9, group.length);
 }

@@ -9,10 +9,17 @@ import { WorkerPool } from './worker-pool.js';
 
 export { DataIntegrityError };
 
-/** Chunks fetched together: 128 x 64 KiB = 8 MiB of disk. */
-const WINDOW = 128;
-/** Windows in flight ahead of the consumer (memory: about this many x 8 MiB, plus packed bytes). */
+/** Chunks fetched together: 64 x 64 KiB = 4 MiB of disk. */
+const WINDOW = 64;
+/** Windows in flight ahead of the consumer (memory: about this many x 4 MiB, plus packed bytes). */
 const WINDOWS_AHEAD = 3;
+/**
+ * Shared buffers of one window each for leased chunks: the windows in flight, and
+ * three for the consumer (the window it reads, and up to two whose last writes are
+ * still queued or finishing; a consumer that holds more windows than that
+ * stalls the fetches until it releases some).
+ */
+const SLABS = WINDOWS_AHEAD + 3;
 
 /**
  * A DiskImage over one disk of a committed snapshot. Reads are grouped by pack
@@ -75,11 +82,17 @@ export class SnapshotImage implements DiskImage {
     }
   }
 
-  async *chunks(options: { only?: AsyncIterable<number> | Iterable<number> } = {}): AsyncIterable<DiskChunk> {
+  /**
+   * With `lease`, chunk data lives in a few reused shared buffers (SLABS windows:
+   * memory stays fixed, nothing for the garbage collector) and every chunk with
+   * data must be given back with `release()` once its bytes are no longer needed.
+   */
+  async *chunks(options: { only?: AsyncIterable<number> | Iterable<number>; lease?: boolean } = {}): AsyncIterable<DiskChunk> {
     // Windows are fetched ahead of the consumer, WINDOWS_AHEAD at a time, in order.
     const ahead: Promise<DiskChunk[]>[] = [];
+    const slabs = options.lease ? new SlabPool(SLABS, WINDOW * this.chunkSize) : undefined;
     const start = (slots: { index: number; id: Buffer }[]) => {
-      const p = this.fetchWindow(slots);
+      const p = this.fetchWindow(slots, slabs);
       p.catch(() => {}); // observed when it reaches the head
       ahead.push(p);
     };
@@ -96,20 +109,44 @@ export class SnapshotImage implements DiskImage {
     while (ahead.length) yield* await ahead.shift()!;
   }
 
-  private async fetchWindow(slots: { index: number; id: Buffer }[]): Promise<DiskChunk[]> {
+  private async fetchWindow(slots: { index: number; id: Buffer }[], slabs?: SlabPool): Promise<DiskChunk[]> {
     const out: DiskChunk[] = slots.map((s) => ({
       index: s.index,
       offset: s.index * this.chunkSize,
       length: this.length(s.index),
       data: null,
     }));
-    const wanted = out.map((c, k) => ({ c, id: slots[k]!.id })).filter((w) => !isZeroId(w.id));
-    const got = await fetchBlobs(this.repo, this.pool, wanted.map((w) => ({ id: w.id, length: w.c.length })), {
-      label: `snapshot ${this.record.id} disk ${this.disk.name}`,
-    });
+    const wanted = out.map((c, k) => ({ c, k, id: slots[k]!.id })).filter((w) => !isZeroId(w.id));
+    if (wanted.length === 0) return out;
+    // Leased chunks are decoded into a window buffer at their place in the window.
+    const slab = slabs ? await slabs.acquire() : undefined;
+    const runs: number[][] = [];
+    let got: Awaited<ReturnType<typeof fetchBlobs>>;
+    try {
+      got = await fetchBlobs(this.repo, this.pool, wanted.map((w) => ({ id: w.id, length: w.c.length })), {
+        label: `snapshot ${this.record.id} disk ${this.disk.name}`,
+        runs,
+        ...(slab ? { into: { buf: slab, offsets: wanted.map((w) => w.k * this.chunkSize) } } : {}),
+      });
+      got.forEach((g) => {
+        if (g instanceof DataIntegrityError) throw g;
+      });
+    } catch (err) {
+      if (slab) slabs!.release(slab);
+      throw err;
+    }
+    let holders = wanted.length;
     got.forEach((g, j) => {
-      if (g instanceof DataIntegrityError) throw g;
-      wanted[j]!.c.data = g;
+      const c = wanted[j]!.c;
+      c.data = g as Buffer;
+      c.runs = runs[j];
+      if (!slab) return;
+      let done = false;
+      c.release = () => {
+        if (done) return;
+        done = true;
+        if (--holders === 0) slabs!.release(slab);
+      };
     });
     return out;
   }
@@ -130,6 +167,29 @@ export class SnapshotImage implements DiskImage {
         if (changed) yield p * PAGE_SLOTS + o / ID_BYTES;
       }
     }
+  }
+}
+
+/** Window-sized shared buffers, handed out in request order and reused. */
+class SlabPool {
+  private readonly free: SharedArrayBuffer[] = [];
+  private readonly waiters: ((s: SharedArrayBuffer) => void)[] = [];
+  private made = 0;
+
+  constructor(
+    private readonly count: number,
+    private readonly size: number,
+  ) {}
+
+  acquire(): Promise<SharedArrayBuffer> {
+    const s = this.free.pop() ?? (this.made < this.count ? (this.made++, new SharedArrayBuffer(this.size)) : undefined);
+    return s ? Promise.resolve(s) : new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(s: SharedArrayBuffer): void {
+    const w = this.waiters.shift();
+    if (w) w(s);
+    else this.free.push(s);
   }
 }
 

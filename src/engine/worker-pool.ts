@@ -1,6 +1,14 @@
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { Repository } from '../repo/repository.js';
+import { ChunkWork } from './chunk-work.js';
+
+/**
+ * Jobs up to this many bytes of chunk data run in the calling thread: starting a
+ * worker thread (loading its modules, native addons and the hasher) costs more
+ * CPU than hashing, compressing and sealing this much.
+ */
+export const INLINE_MAX_BYTES = 32 << 20;
 
 export interface WorkerSetup {
   encryptionKey: Uint8Array | null;
@@ -16,21 +24,32 @@ export interface BlobRef {
   length: number;
 }
 
-/** A blob to decode: where it is in the data, what it should hash to, and (format 2) its type and seal format. */
-export type DecodeItem = BlobRef & { id: Uint8Array; what: string; type?: number; seal?: 1 | 2 };
 
 export type WorkerRequest =
   | { op: 'hash'; seq: number; buf: ArrayBuffer; lengths: number[] }
   | { op: 'encode'; seq: number; which: number[]; codec: number }
-  | { op: 'decode'; seq: number; data: ArrayBuffer; items: DecodeItem[] }
+  | { op: 'decode'; seq: number; data: ArrayBuffer; items: DecodeItem[]; runs?: boolean; into?: { buf: SharedArrayBuffer; offsets: number[] } }
   | { op: 'hashPlain'; seq: number; items: Uint8Array[] };
 
 export type WorkerReply =
   | { op: 'hashed'; seq: number; ids: Uint8Array; isZero: boolean[] }
-  | { op: 'encoded'; seq: number; blobs: ArrayBuffer; refs: BlobRef[]; buf: ArrayBuffer }
-  | { op: 'decoded'; seq: number; plain: ArrayBuffer; refs: (BlobRef | { error: string })[] }
+  | { op: 'encoded'; seq: number; blobs: ArrayBuffer[]; buf: ArrayBuffer }
+  | { op: 'decoded'; seq: number; plain: ArrayBuffer | null; refs: ((BlobRef & { runs?: number[] }) | { error: string })[] }
   | { op: 'hashedPlain'; seq: number; ids: Uint8Array[] }
   | { op: 'error'; seq: number; message: string };
+
+/**
+ * A blob to decode: where it is in the data, what it should hash to, a name for
+ * errors, (format 2) its type and seal format, and (when known) its plaintext
+ * length, which lets it be decompressed in place.
+ */
+export type DecodeItem = BlobRef & { id: Uint8Array; what: string; type?: number; seal?: 1 | 2; plainLength?: number };
+
+/** A verified plaintext and, when asked for, its non-zero runs ([start, length, ...]). */
+export interface DecodedBlob {
+  data: Buffer;
+  runs: number[];
+}
 
 type Reply<K extends WorkerReply['op']> = Extract<WorkerReply, { op: K }>;
 
@@ -47,6 +66,7 @@ export class WorkerPool {
   private readonly setup: WorkerSetup;
   private nextSeq = 1;
   private dead: Error | null = null;
+  private inline: Promise<ChunkWork> | null = null;
 
   /** Threads start on first use: a command that ends up reading no data (a diff, an unchanged disk) starts none. */
   constructor(
@@ -60,6 +80,14 @@ export class WorkerPool {
       blobSeal: repo.blobSeal,
     };
     this.load = new Array<number>(size).fill(0);
+  }
+
+  /**
+   * Says how many bytes of chunk data the job will process, before its first
+   * request: a small job runs in this thread and starts no worker.
+   */
+  plan(bytes: number): void {
+    if (this.workers.length === 0 && bytes <= INLINE_MAX_BYTES) this.inline ??= ChunkWork.create(this.setup);
   }
 
   private worker(i: number): Worker {
@@ -99,6 +127,7 @@ export class WorkerPool {
 
   private call<R extends WorkerReply>(w: number, req: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<R> {
     if (this.dead) return Promise.reject(this.dead);
+    if (this.inline) return this.inline.then((work) => work.handle(req).reply as R);
     return new Promise<R>((resolve, reject) => {
       this.waiting.set(req.seq, { resolve: resolve as (r: WorkerReply) => void, reject, w });
       this.load[w]!++;
@@ -119,7 +148,7 @@ export class WorkerPool {
   /** Encodes chunks `which` of a held batch; returns their stored forms and the batch buffer. */
   async encode(w: number, seq: number, which: number[], codec: number): Promise<{ blobs: Buffer[]; buf: ArrayBuffer }> {
     const r = await this.call<Reply<'encoded'>>(w, { op: 'encode', seq, which, codec });
-    return { blobs: r.refs.map((ref) => Buffer.from(r.blobs, ref.offset, ref.length)), buf: r.buf };
+    return { blobs: r.blobs.map((b) => Buffer.from(b)), buf: r.buf };
   }
 
   /**
@@ -127,11 +156,28 @@ export class WorkerPool {
    * `data` is moved to the worker when it owns its whole ArrayBuffer, else copied.
    */
   async decode(data: Buffer, items: DecodeItem[]): Promise<(Buffer | { error: string })[]> {
+    return (await this.decodeBlobs(data, items)).map((d) => ('error' in d ? d : d.data));
+  }
+
+  /**
+   * As decode, with options: `runs` finds each plaintext's non-zero 4 KiB runs
+   * (zero-runs.ts) in the worker; with `into`, item k's plaintext is written at
+   * `into.offsets[k]` of that shared buffer (nothing allocated or moved; every
+   * item needs its plainLength then).
+   */
+  async decodeBlobs(
+    data: Buffer,
+    items: DecodeItem[],
+    options: { runs?: boolean; into?: { buf: SharedArrayBuffer; offsets: number[] } } = {},
+  ): Promise<(DecodedBlob | { error: string })[]> {
+    const { runs, into } = options;
     const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer);
     const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
     const seq = this.nextSeq++;
-    const r = await this.call<Reply<'decoded'>>(this.pick(), { op: 'decode', seq, data: ab as ArrayBuffer, items }, [ab as ArrayBuffer]);
-    return r.refs.map((ref) => ('error' in ref ? ref : Buffer.from(r.plain, ref.offset, ref.length)));
+    const req: WorkerRequest = { op: 'decode', seq, data: ab as ArrayBuffer, items, runs, ...(into ? { into } : {}) };
+    const r = await this.call<Reply<'decoded'>>(this.pick(), req, [ab as ArrayBuffer]);
+    const plain = r.plain ?? into!.buf;
+    return r.refs.map((ref) => ('error' in ref ? ref : { data: Buffer.from(plain, ref.offset, ref.length), runs: ref.runs ?? [] }));
   }
 
   async hashPlain(items: Uint8Array[]): Promise<Buffer[]> {

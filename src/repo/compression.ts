@@ -32,6 +32,9 @@ interface ZstdModule {
   Compressor: new () => { setParameters(p: { compressionLevel?: number }): void; compress(b: Uint8Array): Buffer };
   Decompressor: new () => { decompress(b: Uint8Array): Buffer };
 }
+interface ZstdBinding {
+  DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
+}
 interface Lz4Module {
   compressSync(b: Buffer): Buffer;
   uncompressSync(b: Uint8Array): Buffer;
@@ -41,6 +44,7 @@ interface Lz4Module {
 export class Compression {
   private zstdC?: InstanceType<ZstdModule['Compressor']>;
   private zstdD?: InstanceType<ZstdModule['Decompressor']>;
+  private zstdDCtx?: InstanceType<ZstdBinding['DCtx']>;
   private lz4?: Lz4Module;
 
   constructor(private readonly zstdLevel = 1) {}
@@ -74,6 +78,24 @@ export class Compression {
     }
     if (out.length >= data.length) return { codec: Codec.None, bytes: data };
     return { codec, bytes: out };
+  }
+
+  /**
+   * Decompresses into `dst`, which must be exactly the plaintext's length (known
+   * from the index); returns `dst`. zstd writes straight into it: no buffer per
+   * chunk for the garbage collector (a restore decompresses gigabytes).
+   */
+  decompressInto(codec: Codec, data: Uint8Array, dst: Uint8Array): Uint8Array {
+    if (codec === Codec.Zstd) {
+      this.zstdDCtx ??= new (require('zstd-napi/binding.js') as ZstdBinding).DCtx();
+      const n = this.zstdDCtx.decompress(dst, data);
+      if (n !== dst.length) throw new Error(`decompressed to ${n} bytes, expected ${dst.length}`);
+      return dst;
+    }
+    const plain = this.decompress(codec, data);
+    if (plain.length !== dst.length) throw new Error(`decompressed to ${plain.length} bytes, expected ${dst.length}`);
+    dst.set(plain);
+    return dst;
   }
 
   decompress(codec: Codec, data: Uint8Array): Uint8Array {

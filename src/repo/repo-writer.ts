@@ -40,6 +40,8 @@ export interface WriterOptions {
  */
 export class RepoWriter {
   private readonly open = new Map<BlobType, OpenPack>();
+  /** Data pack buffers whose upload finished, reused (no 16 MiB allocation per pack). */
+  private readonly spare: Buffer[] = [];
   /** Ids added by this run and not yet in the local cache: hex -> true. Bounded by unindexed packs. */
   private readonly pending = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
@@ -92,7 +94,7 @@ export class RepoWriter {
     if (this.failure) throw this.failure;
     if (id.length !== ID_BYTES) throw new Error('bad id length');
     let p = this.open.get(type);
-    if (!p) this.open.set(type, (p = new OpenPack(this.repo.config.packSize)));
+    if (!p) this.open.set(type, (p = new OpenPack(this.repo.config.packSize, type === BlobType.Data, type === BlobType.Data ? this.spare.pop() : undefined)));
     p.append(type, id, stored, rawLength);
     if (p.size >= this.repo.config.packSize) {
       this.open.delete(type);
@@ -120,7 +122,11 @@ export class RepoWriter {
       .catch((err) => {
         this.failure ??= err;
       })
-      .finally(() => this.uploads.delete(up));
+      .finally(() => {
+        this.uploads.delete(up);
+        // the store is done with the bytes: the next data pack fills the same buffer
+        if (type === BlobType.Data && this.spare.length < 1) this.spare.push(pack.buffer);
+      });
     this.uploads.add(up);
   }
 
@@ -184,9 +190,15 @@ class OpenPack {
   size = 0;
   readonly entries: PackEntry[] = [];
 
-  constructor(packSize: number) {
-    // metadata packs usually stay small: start at 1 MiB and grow by doubling
-    this.buf = Buffer.allocUnsafe(Math.min(packSize + 65536, 1 << 20));
+  /** Data packs start at full size (or in `reuse`); metadata packs usually stay small: 1 MiB, grown by doubling. */
+  constructor(packSize: number, data: boolean, reuse?: Buffer) {
+    const full = packSize + 2 * 65536; // a pack closes at the first blob past packSize; room for a typical trailer (more grows the buffer)
+    this.buf = data && reuse && reuse.length >= full ? reuse : Buffer.allocUnsafe(data ? full : Math.min(full, 1 << 20));
+  }
+
+  /** The whole buffer, for reuse once the pack is stored. */
+  get buffer(): Buffer {
+    return this.buf;
   }
 
   private reserve(n: number): void {

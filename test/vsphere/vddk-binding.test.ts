@@ -5,7 +5,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { VddkWorker, VddkWorkerError } from '../../src/source/vsphere/vddk-client.js';
 import { tempDir, testBinaries, unclosed } from './helpers.js';
@@ -126,4 +126,19 @@ test('VDDK worker: exit closes what the caller left open; a missing library is a
   assert.deepEqual(unclosed(f.log).connections, []);
 
   await assert.rejects(VddkWorker.start({ libDir: path.join(f.dir, 'nowhere') }), /cannot load VDDK \(libvixDiskLib\.so\).*--vddk-libdir/);
+});
+
+test('--vddk-libdir takes the VDDK distribution directory (holding lib64/) as well as lib64/ itself', async () => {
+  const { vddkLibDir } = testBinaries();
+  const f = fixture();
+  // a distribution layout: DIST/lib64 -> the fake library's directory
+  const dist = path.join(f.dir, 'vmware-vix-disklib-distrib');
+  mkdirSync(dist);
+  symlinkSync(vddkLibDir, path.join(dist, 'lib64'));
+  const w = await VddkWorker.start({ libDir: dist, env: f.env });
+  const conn = await w.connect(params(), 'snapshot-7', null);
+  await w.open(conn, DISK);
+  await w.exit();
+  // VixDiskLib_InitEx gets the distribution directory as its libDir, as with lib64/ given
+  assert.ok(readFileSync(f.log, 'utf8').includes(`InitEx 8.0 libDir=${dist} `), readFileSync(f.log, 'utf8').split('\n')[0]);
 });

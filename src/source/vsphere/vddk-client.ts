@@ -7,6 +7,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ConnectParams } from './vddk-binding.js';
+import { vddkLib64 } from './vddk-libdir.js';
 
 export class VddkWorkerError extends Error {
   constructor(
@@ -21,7 +22,7 @@ export class VddkWorkerError extends Error {
 }
 
 export interface VddkWorkerOptions {
-  /** The VDDK lib64 directory (holds libvixDiskLib.so). */
+  /** The VDDK lib64 directory (holds libvixDiskLib.so), or the distribution directory above it. */
   libDir: string;
   /** Passed to VixDiskLib_InitEx as libDir (default: the VDDK root, the parent of a `lib64` libDir). */
   initLibDir?: string | null;
@@ -95,7 +96,8 @@ export class VddkWorker {
     });
   }
 
-  static async start(opts: VddkWorkerOptions): Promise<VddkWorker> {
+  static async start(options: VddkWorkerOptions): Promise<VddkWorker> {
+    const opts = { ...options, libDir: vddkLib64(options.libDir) };
     const w = new VddkWorker(opts);
     try {
       await w.call('init', {

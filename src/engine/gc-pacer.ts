@@ -1,0 +1,46 @@
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
+
+/**
+ * Bounds the memory that dead buffers hold. V8 collects an isolate's garbage
+ * when its JavaScript heap fills or its external memory has grown by about
+ * 64 MiB since the last collection; the chunk pipelines make megabytes of
+ * short-lived buffers a second while their JavaScript heaps stay small, so every
+ * thread (main and each worker) would otherwise sit on about 64 MiB of dead
+ * ArrayBuffers. A pacer runs a young-generation collection (a scavenge: about a
+ * millisecond, the buffers die young) after every `every` bytes of such buffers.
+ *
+ * The collector is reached through V8's `--expose-gc` flag set at run time,
+ * which makes `gc` available in new contexts. Where that is refused the pacer
+ * does nothing and memory is what V8's own heuristics give.
+ */
+type GcFn = (options?: { type?: 'major' | 'minor'; execution?: 'sync' }) => void;
+
+let gcFn: GcFn | null | undefined;
+
+function collector(): GcFn | null {
+  if (gcFn !== undefined) return gcFn;
+  try {
+    v8.setFlagsFromString('--expose-gc');
+    gcFn = vm.runInNewContext('gc') as GcFn;
+    if (typeof gcFn !== 'function') gcFn = null;
+  } catch {
+    gcFn = null;
+  }
+  return gcFn;
+}
+
+export class GcPacer {
+  private since = 0;
+  private readonly gc = collector();
+
+  constructor(private readonly every = 4 << 20) {}
+
+  /** Counts `bytes` of buffers made (and soon dead); collects when `every` is reached. */
+  made(bytes: number): void {
+    this.since += bytes;
+    if (this.since < this.every || !this.gc) return;
+    this.since = 0;
+    this.gc({ type: 'minor' });
+  }
+}
