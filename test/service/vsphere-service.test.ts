@@ -5,15 +5,17 @@
  * snapshot removed and nothing committed half-way (the repository verifies).
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { VimClient, moref } from '../../src/source/vsphere/client.js';
 import { ok, run, scratch } from '../support/cli.js';
 import { unusedPort } from '../support/rgw.js';
 import { sample, scrape, startService, waitFor } from '../support/service.js';
 import { VCSIM_PASSWORD, VCSIM_USER } from '../vsphere/helpers.js';
-import { Lab, VM, startLab } from '../vsphere/lab.js';
+import { Lab, VM, scribble, startLab } from '../vsphere/lab.js';
 
 describe('pilotlight run on a vSphere source', () => {
   let lab: Lab;
@@ -58,7 +60,18 @@ describe('pilotlight run on a vSphere source', () => {
     const svc = startService(['--config', cfg, '--metrics-listen', `127.0.0.1:${port}`, '--log-format', 'json'], env);
     try {
       await waitFor('a first vSphere backup', async () => (sample(await scrape(port), 'pilotlight_backup_runs_total', { vm: 'db01', result: 'success' }) ?? 0) >= 1, 90_000);
-      await waitFor('the next backup running', async () => (sample(await scrape(port), 'pilotlight_backups_running', {}) ?? 0) >= 1 && (await snapshotsOnVm()) > 0, 90_000, 100);
+      // Keep the guest writing, so that every later backup has changed areas to read at
+      // the job's read limit (an incremental with nothing changed is over in a moment,
+      // and a SIGTERM would land after it committed).
+      let round = 0;
+      const writer = setInterval(() => scribble(lab.live[0]!, (1 + (round++ % 6)) * 1024 * 1024, randomBytes(1024 * 1024)), 200);
+      try {
+        const inBackup = async () => (sample(await scrape(port), 'pilotlight_backups_running', {}) ?? 0) >= 1 && (await snapshotsOnVm()) > 0;
+        // in a backup, and still in it a moment later: the SIGTERM lands mid-read
+        await waitFor('a backup running for a while', async () => (await inBackup()) && (await sleep(800), await inBackup()), 90_000, 100);
+      } finally {
+        clearInterval(writer);
+      }
       const t = Date.now();
       svc.child.kill('SIGTERM');
       const { code } = await svc.exited;
