@@ -56,9 +56,10 @@ describe('two services on one S3 repository', () => {
     const done = procs.map((p) => p.stderr().split('\n').filter((l) => l.includes('"msg":"backup done"')).length);
     const skipped = procs.map((p) => p.stderr().split('\n').filter((l) => /another process is backing|a snapshot newer than this tick/.test(l) || l.includes('"msg":"skipped')).length);
     assert.ok(done[0]! + done[1]! >= VMS.length * 3, `backups done by the two processes: ${done}`);
-    const all = (await ok(['--repo', repo, 'snapshots', '--json'], env)).json as { vm: string; time: string; stats: { durationMs: number } }[];
+    // a record's time is its consistency point (when the backup began reading), committed when it was written
+    const all = (await ok(['--repo', repo, 'snapshots', '--json'], env)).json as { vm: string; time: string; committed: string }[];
     for (const vm of VMS) {
-      const snaps = all.filter((x) => x.vm === vm).map((x) => ({ start: Date.parse(x.time) - x.stats.durationMs, end: Date.parse(x.time) }));
+      const snaps = all.filter((x) => x.vm === vm).map((x) => ({ start: Date.parse(x.time), end: Date.parse(x.committed) }));
       snaps.sort((a, b) => a.start - b.start);
       assert.ok(snaps.length >= 3, `${vm}: ${snaps.length} snapshots`);
       const windows = snaps.map((x) => Math.floor(x.start / EVERY));
