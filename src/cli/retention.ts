@@ -4,7 +4,7 @@ import { PruneReport, prune } from '../engine/prune.js';
 import { UserError } from '../repo/errors.js';
 import { defaultHost, SnapshotCatalog } from '../snapshot/snapshot-record.js';
 import { protectSnapshot, unprotectSnapshot } from '../snapshot/protection.js';
-import { RetentionPolicy, parseDuration } from '../snapshot/retention.js';
+import { policyFromKeepOptions } from '../snapshot/retention.js';
 import { formatBytes, globals, openRepo, parseIntOption, printJson, storeRequests } from './context.js';
 
 interface ForgetCliOptions {
@@ -68,15 +68,7 @@ export function registerForget(program: Command): void {
     .option('--prune', 'prune after forgetting (frees the data no snapshot needs any more)')
     .option('--allow-empty', 'allow a policy that keeps none of a vm\'s snapshots')
     .action(async (ids: string[], opts: ForgetCliOptions, cmd: Command) => {
-      const policy: RetentionPolicy = {
-        ...(opts.keepLast !== undefined ? { last: opts.keepLast } : {}),
-        ...(opts.keepHourly !== undefined ? { hourly: opts.keepHourly } : {}),
-        ...(opts.keepDaily !== undefined ? { daily: opts.keepDaily } : {}),
-        ...(opts.keepWeekly !== undefined ? { weekly: opts.keepWeekly } : {}),
-        ...(opts.keepMonthly !== undefined ? { monthly: opts.keepMonthly } : {}),
-        ...(opts.keepYearly !== undefined ? { yearly: opts.keepYearly } : {}),
-        ...(opts.keepWithin !== undefined ? { within: parseDuration(opts.keepWithin) } : {}),
-      };
+      const policy = policyFromKeepOptions(opts);
       if (opts.prune && opts.dryRun) throw new UserError('--prune and --dry-run conflict: a dry run deletes nothing, so there is nothing to prune');
       if (opts.allowEmpty && ids.length > 0) throw new UserError('--allow-empty goes with a policy, not with snapshot ids');
       const repo = await openRepo(cmd);

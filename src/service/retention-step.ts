@@ -7,17 +7,10 @@
  */
 import { forgetSnapshots } from '../engine/forget.js';
 import type { Repository } from '../repo/repository.js';
-import { RetentionPolicy as EnginePolicy, parseDuration } from '../snapshot/retention.js';
+import { KeepOptions, policyFromKeepOptions } from '../snapshot/retention.js';
 
 /** As written in the service config (docs/SERVICE.md); keepWithin in the forget syntax (2d, 12h, 30min, 1y6m). */
-export interface RetentionPolicy {
-  keepLast?: number;
-  keepHourly?: number;
-  keepDaily?: number;
-  keepWeekly?: number;
-  keepMonthly?: number;
-  keepYearly?: number;
-  keepWithin?: string;
+export interface RetentionPolicy extends KeepOptions {
   /** IANA zone the hours, days, ... are counted in (default the local zone). */
   tz?: string;
 }
@@ -30,20 +23,8 @@ export interface RetentionOutcome {
 /** The forget syntax of keepWithin: y years, m months, w weeks, d days, h hours, min minutes. */
 export const KEEP_WITHIN_RE = /^(?:(\d+)y)?(?:(\d+)m(?!in))?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)min)?$/;
 
-export function enginePolicy(p: RetentionPolicy): EnginePolicy {
-  return {
-    ...(p.keepLast !== undefined ? { last: p.keepLast } : {}),
-    ...(p.keepHourly !== undefined ? { hourly: p.keepHourly } : {}),
-    ...(p.keepDaily !== undefined ? { daily: p.keepDaily } : {}),
-    ...(p.keepWeekly !== undefined ? { weekly: p.keepWeekly } : {}),
-    ...(p.keepMonthly !== undefined ? { monthly: p.keepMonthly } : {}),
-    ...(p.keepYearly !== undefined ? { yearly: p.keepYearly } : {}),
-    ...(p.keepWithin !== undefined ? { within: parseDuration(p.keepWithin) } : {}),
-  };
-}
-
 export async function applyRetention(repo: Repository, vm: string, p: RetentionPolicy): Promise<RetentionOutcome> {
-  const report = await forgetSnapshots(repo, { vm, policy: enginePolicy(p), tz: p.tz });
+  const report = await forgetSnapshots(repo, { vm, policy: policyFromKeepOptions(p), tz: p.tz });
   const mine = report.vms.filter((v) => v.vm === vm).flatMap((v) => v.snapshots);
   return { kept: mine.filter((s) => s.outcome === 'keep').map((s) => s.id), forgotten: [...report.removed, ...report.tombstoned.map((t) => t.id)] };
 }

@@ -99,6 +99,30 @@ export function isEmptyPolicy(p: RetentionPolicy): boolean {
 }
 
 /** `1y2m3w4d5h30min` (y years, m months as in restic, w weeks, d days, h hours, min minutes). */
+/** The keep options as the CLI flags and the service config name them (keepWithin in parseDuration's syntax). */
+export interface KeepOptions {
+  keepLast?: number;
+  keepHourly?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+  keepYearly?: number;
+  keepWithin?: string;
+}
+
+/** The policy that keep options describe; only the rules given are set. */
+export function policyFromKeepOptions(o: KeepOptions): RetentionPolicy {
+  return {
+    ...(o.keepLast !== undefined ? { last: o.keepLast } : {}),
+    ...(o.keepHourly !== undefined ? { hourly: o.keepHourly } : {}),
+    ...(o.keepDaily !== undefined ? { daily: o.keepDaily } : {}),
+    ...(o.keepWeekly !== undefined ? { weekly: o.keepWeekly } : {}),
+    ...(o.keepMonthly !== undefined ? { monthly: o.keepMonthly } : {}),
+    ...(o.keepYearly !== undefined ? { yearly: o.keepYearly } : {}),
+    ...(o.keepWithin !== undefined ? { within: parseDuration(o.keepWithin) } : {}),
+  };
+}
+
 export function parseDuration(text: string): Duration {
   const m = /^(?:(\d+)y)?(?:(\d+)m(?!in))?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)min)?$/.exec(text.trim());
   const bad = () =>
