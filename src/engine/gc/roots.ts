@@ -27,8 +27,14 @@ export class Roots {
 
   /** Lists, checks and marks; returns the record ids listed. */
   async read(fences: FenceState, opts: { first: boolean; packsExist: boolean }): Promise<string[]> {
+    // What must be listed, gathered before the listing so that a record committed while it runs
+    // is never taken for a missing one: what earlier reads saw, what this host's cache holds,
+    // and the newest records listed a second way (a listing cut short loses the tail: the newest ids).
+    const cachedNames = opts.first ? await (await this.repo.cache()).recordNames() : [];
+    const recent: string[] = [];
     let refs: { id: string; name: string }[];
     try {
+      for (const month of recentMonths()) recent.push(...(await this.catalog.listIds(month)));
       refs = await this.catalog.listRefs();
     } catch (err) {
       throw new ListingError(`listing snapshot records failed (${(err as Error).message})`);
@@ -38,23 +44,18 @@ export class Roots {
     if (listed.size === 0 && opts.packsExist) {
       throw new ListingError('no snapshot record was listed while the repository holds packs: a listing error, or every snapshot was forgotten; refusing to delete everything');
     }
-    // what must be listed: what earlier reads saw, what this host's cache holds, and the newest
-    // records listed a second way (a listing cut short loses the tail: the newest ids)
     const short = (id: string) => new ListingError(`snapshot record ${id} exists but the listing did not return it (a short listing)`);
     for (const [id, vm] of [...this.seen]) {
       if (listed.has(id)) continue;
       if (await this.catalog.exists(id, vm)) throw short(id);
       this.seen.delete(id);
     }
-    if (opts.first) {
-      // records this host has read before, by object name (a HEAD, whatever the layout)
-      const cache = await this.repo.cache();
-      for (const name of await cache.recordNames()) {
-        const id = name.slice(name.lastIndexOf('/') + 1);
-        if (!listed.has(id) && (await this.repo.store.head(name))) throw short(id);
-      }
+    // by object name (a HEAD, whatever the layout); a record forgotten since is no short listing
+    for (const name of cachedNames) {
+      const id = name.slice(name.lastIndexOf('/') + 1);
+      if (!listed.has(id) && (await this.repo.store.head(name))) throw short(id);
     }
-    for (const month of recentMonths()) for (const id of await this.catalog.listIds(month)) if (!listed.has(id)) throw short(id);
+    for (const id of recent) if (!listed.has(id) && (await this.catalog.exists(id))) throw short(id);
     for (const [id, name] of [...listed].sort()) {
       if (this.seen.has(id)) continue;
       const r: SnapshotRecord = await this.catalog.loadRef(name);
