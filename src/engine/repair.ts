@@ -152,6 +152,7 @@ export async function repairSnapshots(repo: Repository, options: { forget?: bool
   }
   const forgotten: string[] = [];
   if (options.forget && damaged.length > 0) {
+    if (v.pruneDuring) throw new UserError('a prune was deleting while the snapshots were checked, so a missing pack may be its doing: run repair snapshots again once it has finished; nothing was forgotten');
     if (v.badIndexEntries > 0) {
       throw new UserError(
         `the index has ${v.badIndexEntries} bad entr${v.badIndexEntries === 1 ? 'y' : 'ies'}: run 'pilotlight repair index' first (the snapshots may be whole); nothing was forgotten`,

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { UserError } from '../repo/errors.js';
+import { listEpochs } from '../repo/gc-epoch.js';
 import { BlobType, ID_BYTES, INDEX_PREFIX, PAGE_SLOTS, isZeroId, packObjectName } from '../repo/format.js';
 import { IndexEntry, decodeIndex, decodeLocation, encodeLocation } from '../repo/index-file.js';
 import { LocalCache } from '../repo/local-cache.js';
@@ -43,6 +44,8 @@ export interface VerifyReport {
   verifiedLogObjects: number;
   problems: string[];
   damagedSnapshots: string[];
+  /** Set when a prune deleted objects during every attempt: the problems may be its deletions, not damage. */
+  pruneDuring?: boolean;
 }
 
 /** More problems than this are counted, not listed. */
@@ -94,6 +97,11 @@ function firstSeenBase(packId: Buffer, now: number, window: number): number {
 /**
  * Checks a repository.
  *
+ * A run that found problems while a prune deleted (the GC epochs changed during it, or
+ * one was open: between its intent and its end) is run again, up to VERIFY_ATTEMPTS
+ * runs: a pack the prune removed after this run listed the index is no damage. Only a
+ * run with no prune deleting reports problems as found; else `pruneDuring` says so.
+ *
  * Always: every index file opens, every index entry agrees with the trailer of the pack
  * it points into (type, offset, length, raw length; the trailer is fetched with a ranged
  * read), every indexed pack exists, and every snapshot's manifest pages are readable and
@@ -109,6 +117,34 @@ function firstSeenBase(packId: Buffer, now: number, window: number): number {
  * at most MAX_PROBLEMS messages.
  */
 export async function verifyRepository(repo: Repository, options: VerifyOptions = {}): Promise<VerifyReport> {
+  for (let attempt = 1; ; attempt++) {
+    const before = await pruneState(repo);
+    const report = await verifyOnce(repo, options);
+    if (report.ok) return report;
+    const after = await pruneState(repo);
+    if (before.stamp === after.stamp && !before.open) return report;
+    // A prune published or finished a GC epoch while this run listed and read: a pack or
+    // index file it deleted looks missing to a run that listed the index before. Run again
+    // (the cache catches up with the epoch first); what a quiet run finds is real.
+    if (attempt === VERIFY_ATTEMPTS) {
+      const note = `a prune was deleting while each of ${attempt} runs read the repository (GC epoch ${after.last}): some of these problems may be its deletions; run verify again once it has finished`;
+      return { ...report, pruneDuring: true, problems: [...report.problems, note] };
+    }
+    await repo.refreshIndex();
+  }
+}
+
+/** Runs of verify when a prune deletes during them (each run after the first is one that saw a prune). */
+const VERIFY_ATTEMPTS = 3;
+
+/** The GC epochs as one string, and whether one is open (a prune between its intent and its end). */
+async function pruneState(repo: Repository): Promise<{ stamp: string; open: boolean; last: number }> {
+  const epochs = await listEpochs(repo.store);
+  const last = epochs.length ? epochs[epochs.length - 1]!.epoch : 0;
+  return { stamp: epochs.map((e) => `${e.epoch}${e.done ? '.done' : ''}${e.end ? '.end' : ''}`).join(' '), open: epochs.some((e) => !e.end), last };
+}
+
+async function verifyOnce(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
   const subset: DataSubset | null = options.readData === true ? { kind: 'all' } : options.readData ? options.readData : null;
   if (options.olderThanMs !== undefined && !subset) throw new UserError('--older-than needs --read-data or --read-data-subset');
   const now = options.now ?? Date.now();
