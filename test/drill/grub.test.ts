@@ -3,7 +3,8 @@
  * with grub-mkrescue (GRUB's boot.img, core.img, modules and an ISO 9660 file system,
  * all read through BIOS int 13h from the NBD export), whose grub.cfg prints a file of
  * the image (a random token, so nothing but a real boot can produce it) on COM1.
- * Backed up with pilotlight and booted by `drill` on NVMe under TCG.
+ * Backed up with pilotlight and booted by `drill` on NVMe under TCG, with BIOS
+ * (SeaBIOS) and with UEFI (OVMF: grub-mkrescue's image carries an EFI system partition).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -44,5 +45,16 @@ describe('drill: a grub-mkrescue image', () => {
     assert.deepEqual(report.booted, ['nvme']);
     assert.match(report.attempts[0].consoleTail, /PILOTLIGHT-GRUB from hd0/);
     assert.ok(report.attempts[0].consoleTail.includes(token));
+  });
+
+  it('boots under UEFI (OVMF) with --firmware efi: the firmware loads GRUB from the NVMe export', async () => {
+    const r = await run(['drill', '--vm', 'grub', '--firmware', 'efi', '--accel', 'tcg', '--memory', '256', '--timeout', '240', '--expect', token, '--json', '--repo', repo], s.env);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.firmware, 'efi');
+    assert.deepEqual(report.booted, ['nvme']);
+    const tail: string = report.attempts[0].consoleTail;
+    assert.match(tail, /BdsDxe: (loading|starting) Boot\d+ "UEFI QEMU NVMe/, 'OVMF chose the NVMe disk');
+    assert.ok(tail.includes(token));
   });
 });
