@@ -1,6 +1,7 @@
 import { packObjectName } from '../repo/format.js';
 import { IndexEntry } from '../repo/index-file.js';
 import { Repository } from '../repo/repository.js';
+import { isNotFound } from '../store/blob-store.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** Blobs of one pack closer than this are fetched in one ranged GET. */
@@ -40,7 +41,9 @@ export interface FetchOptions {
  * decompresses and verifies each against its id in the worker pool. The result is
  * per blob, in the order asked: its bytes, or the DataIntegrityError that says why
  * it cannot be served (not in the index, pack unreadable, does not verify, wrong
- * length). One damaged blob never poisons the others of its GET.
+ * length). One damaged blob never poisons the others of its GET. A pack that is
+ * not found is looked up again after catching up with the GC epochs (a prune
+ * may have repacked its blobs), and blobs that moved are read from their new pack.
  */
 export async function fetchBlobs(
   repo: Repository,
@@ -50,9 +53,30 @@ export async function fetchBlobs(
 ): Promise<(Buffer | DataIntegrityError)[]> {
   const out: (Buffer | DataIntegrityError)[] = new Array(wanted.length);
   if (wanted.length === 0) return out;
-  const entries = await (await repo.cache()).getMany(wanted.map((w) => w.id));
+  const gone = await fetchSome(repo, pool, wanted, [...wanted.keys()], out, options);
+  if (gone.length === 0) return out;
+  // A pack that is gone: a prune may have repacked its live blobs since this host's cache
+  // was read. Catch up with the GC epochs and fetch the blobs that moved from where they are now.
+  await repo.refreshIndex();
+  const now = await (await repo.cache()).getMany(gone.map((g) => wanted[g.k]!.id));
+  const moved = gone.filter((g, i) => now[i] && !now[i]!.packId.equals(g.packId)).map((g) => g.k);
+  if (moved.length) await fetchSome(repo, pool, wanted, moved, out, options);
+  return out;
+}
+
+/** Fetches blobs `ks` of `wanted` into `out`; returns those whose pack was not found, with that pack. */
+async function fetchSome(
+  repo: Repository,
+  pool: WorkerPool,
+  wanted: BlobWanted[],
+  ks: number[],
+  out: (Buffer | DataIntegrityError)[],
+  options: FetchOptions,
+): Promise<{ k: number; packId: Buffer }[]> {
+  const entries = await (await repo.cache()).getMany(ks.map((k) => wanted[k]!.id));
   const located: { k: number; e: IndexEntry }[] = [];
-  entries.forEach((e, k) => {
+  entries.forEach((e, i) => {
+    const k = ks[i]!;
     if (e) located.push({ k, e });
     else {
       const hex = wanted[k]!.id.toString('hex');
@@ -68,12 +92,13 @@ export async function fetchBlobs(
       g.push(l);
     } else groups.push([l]);
   }
+  const gone: { k: number; packId: Buffer }[] = [];
   const queue = groups.slice();
   const work = async () => {
-    for (let g = queue.shift(); g; g = queue.shift()) await fetchGroup(repo, pool, g, wanted, out, options);
+    for (let g = queue.shift(); g; g = queue.shift()) await fetchGroup(repo, pool, g, wanted, out, options, gone);
   };
   await Promise.all(Array.from({ length: Math.min(options.fetches ?? FETCHES, queue.length) }, work));
-  return out;
+  return gone;
 }
 
 async function fetchGroup(
@@ -83,6 +108,7 @@ async function fetchGroup(
   wanted: BlobWanted[],
   out: (Buffer | DataIntegrityError)[],
   options: FetchOptions,
+  gone: { k: number; packId: Buffer }[],
 ): Promise<void> {
   const started = process.hrtime.bigint();
   const first = group[0]!.e;
@@ -93,6 +119,7 @@ async function fetchGroup(
     bytes = await repo.store.get(name, { offset: first.offset, length: end - first.offset });
   } catch (err) {
     for (const g of group) {
+      if (isNotFound(err)) gone.push({ k: g.k, packId: g.e.packId });
       const hex = g.e.id.toString('hex');
       out[g.k] = new DataIntegrityError(`${options.label}: cannot read pack ${name}: ${(err as Error).message}`, [hex]);
     }

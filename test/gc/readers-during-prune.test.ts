@@ -1,8 +1,10 @@
 /**
- * verify while a prune deletes: a run that listed the index before the prune removed
- * packs would report them missing (and `repair snapshots --forget` would then forget
- * live snapshots). verify sees the GC epochs move and runs again; a deliberately
- * deleted pack with no prune running is still reported.
+ * Readers that hold no lease, while a prune deletes. verify: a run that listed the
+ * index before the prune removed packs would report them missing (and `repair
+ * snapshots --forget` would then forget live snapshots); it sees the GC epochs move
+ * and runs again, and a pack deleted by hand with no prune running is still reported.
+ * restore: a pack repacked away under it is looked up again after catching up with
+ * the epoch, and the restore completes byte-identical.
  */
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -10,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { prune } from '../../src/engine/prune.js';
+import { restoreDisk } from '../../src/engine/restore.js';
 import { verifyRepository } from '../../src/engine/verify.js';
 import { SnapshotCatalog } from '../../src/snapshot/snapshot-record.js';
 import { FsStore } from '../../src/store/fs-store.js';
@@ -18,7 +21,7 @@ import { MiB, backup, fileHash, image, mutateChunks, newRepo, openAs, restoresAl
 
 process.env.PILOTLIGHT_LEASE_EXPIRY_MS = '1000';
 
-describe('verify during a prune', () => {
+describe('verify and restore during a prune', () => {
   const roots: string[] = [];
   after(async () => {
     for (const r of roots) await fsp.rm(r, { recursive: true, force: true });
@@ -84,6 +87,28 @@ describe('verify during a prune', () => {
       assert.equal(report.pruneDuring, undefined);
     } finally {
       await repo.close();
+    }
+  });
+
+  it('a restore whose packs a prune repacks away mid-restore reads the blobs from their new packs', async () => {
+    const { dir, keep, hash } = await setUp();
+    const rStore = new PausingStoreDouble(new FsStore(path.join(dir, 'repo')));
+    const rRepo = await openAs(rStore, path.join(dir, 'cache-r'));
+    const pRepo = await openAs(new FsStore(path.join(dir, 'repo')), path.join(dir, 'cache-p'));
+    try {
+      const record = await new SnapshotCatalog(rRepo).load(keep);
+      const atFirstPack = rStore.pause((op, name) => op === 'get' && name.startsWith('data/'));
+      const to = path.join(dir, 'restored.img');
+      const r = restoreDisk(rRepo, record, 0, to, { workers: 1 });
+      await atFirstPack.reached; // the restore looked its chunks up in its cache, from before the prune
+      const pr = await prune(pRepo, { pollMs: 20 });
+      assert.ok(pr.repacked.packs > 0 && pr.repacked.blobsCopied > 0, `the prune repacked live blobs: ${JSON.stringify(pr.repacked)}`);
+      atFirstPack.release();
+      await r;
+      assert.equal(await fileHash(to), hash);
+    } finally {
+      await rRepo.close();
+      await pRepo.close();
     }
   });
 });
