@@ -5,9 +5,15 @@
  */
 import type { EBSClient } from '@aws-sdk/client-ebs';
 import type { EC2Client } from '@aws-sdk/client-ec2';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { UserError } from '../repo/errors.js';
+import type { S3ClientOptions } from '../store/s3-client.js';
 
-export { createS3Client } from '../store/s3-client.js';
+/** An S3 client built by src/store/s3-client.ts, loaded on first use like the others. */
+export async function s3Client(o: S3ClientOptions = {}): Promise<S3Client> {
+  const { createS3Client } = await import('../store/s3-client.js');
+  return createS3Client(o);
+}
 
 export interface AwsOptions {
   /** Default AWS_REGION / AWS_DEFAULT_REGION / the profile; us-east-1 with a custom endpoint. */

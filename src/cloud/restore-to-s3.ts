@@ -7,7 +7,7 @@ import { openDiskImage } from '../engine/snapshot-image.js';
 import { WorkerPool } from '../engine/worker-pool.js';
 import type { Repository } from '../repo/repository.js';
 import type { SnapshotRecord } from '../snapshot/snapshot-record.js';
-import { createS3Client } from './aws-clients.js';
+import { s3Client } from './aws-clients.js';
 import type { UploadImageResult } from './s3-image-upload.js';
 
 export interface RestoreToS3Options {
@@ -29,8 +29,8 @@ export interface RestoreToS3Report extends UploadImageResult {
 export async function restoreSnapshotToS3(repo: Repository, record: SnapshotRecord, disk: number, url: string, o: RestoreToS3Options = {}): Promise<RestoreToS3Report> {
   const { parseS3Url, uploadImageToS3 } = await import('./s3-image-upload.js');
   const { bucket, key } = parseS3Url(url);
+  const s3 = await s3Client({ endpoint: o.s3Endpoint });
   const pool = new WorkerPool(repo);
-  const s3 = createS3Client({ endpoint: o.s3Endpoint });
   try {
     const image = openDiskImage(repo, pool, record, disk);
     o.progress?.start(image.capacity);
