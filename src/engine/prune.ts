@@ -63,6 +63,8 @@ export interface PruneReport {
    */
   objectLock?: { deferred: number; deferredUntil: string | null; checked: number; extended: number; retainUntil: string | null };
   durationMs: number;
+  /** Milliseconds from the start to each protocol step reached (where the time goes). */
+  stepMs: Partial<Record<PruneStep, number>>;
 }
 
 /** Index files with fewer entries than this are merged into compacted ones. */
@@ -83,6 +85,7 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
   const dryRun = options.dryRun ?? false;
   const log = options.log ?? (() => {});
   const step = async (s: PruneStep) => {
+    report.stepMs[s] = Date.now() - started;
     log(s);
     killPoint(`prune:${s}`);
     await options.onStep?.(s);
@@ -102,6 +105,7 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
     leases: { waitedFor: 0, acknowledged: 0, ended: 0, fenced: [] },
     rolledForward: [],
     durationMs: 0,
+    stepMs: {},
   };
   const pollMs = options.pollMs ?? Math.min(5000, Math.max(20, Math.floor(expiryForPoll() / 10)));
 
