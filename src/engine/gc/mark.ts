@@ -4,7 +4,7 @@ import { Repository } from '../../repo/repository.js';
 import { chunkCount, levelSizes } from '../../snapshot/manifest.js';
 import { SnapshotRecord } from '../../snapshot/snapshot-record.js';
 import { ListingError } from './listing.js';
-import { BatchWriter, GcWorkspace } from './workspace.js';
+import { BatchWriter, GcWorkspace, PRESENT } from './workspace.js';
 
 /** Decodes a workspace entry (key id|packId, value type/offset/length/rawLength/file/seal). */
 export function entryOf(key: Buffer, value: Buffer): IndexEntry & { file: number } {
@@ -37,8 +37,6 @@ export async function firstEntry(ws: GcWorkspace, id: Buffer): Promise<(IndexEnt
   for await (const [k, v] of ws.entries.iterator({ gte: id, lte: hi, limit: 1 })) return entryOf(k, v);
   return null;
 }
-
-const EMPTY = Buffer.alloc(0);
 
 /**
  * Marks everything a snapshot references: its manifest pages and chunk ids go
@@ -88,11 +86,11 @@ export class Marker {
     for (let s = 0; s < slots; s++) {
       const child = page.subarray(s * ID_BYTES, (s + 1) * ID_BYTES);
       if (level === 0) {
-        if (!isZeroId(child)) await this.w.put(this.ws.marks, Buffer.from(child), EMPTY);
+        if (!isZeroId(child)) await this.w.put(this.ws.marks, Buffer.from(child), PRESENT);
       } else {
         await this.walk(r, Buffer.from(child), level - 1, p * PAGE_SLOTS + s, sizes, chunks);
       }
     }
-    await this.w.put(this.ws.marks, Buffer.from(id), EMPTY);
+    await this.w.put(this.ws.marks, Buffer.from(id), PRESENT);
   }
 }

@@ -3,7 +3,7 @@ import { decodeIndex } from '../../repo/index-file.js';
 import { Repository } from '../../repo/repository.js';
 import { ListingError } from './listing.js';
 import { entryOf, entryValue } from './mark.js';
-import { BatchWriter, GcWorkspace } from './workspace.js';
+import { BatchWriter, GcWorkspace, PRESENT } from './workspace.js';
 
 export enum Decision {
   Keep = 1,
@@ -16,8 +16,6 @@ export interface IndexFileInfo {
   settled: boolean;
   entries: number;
 }
-
-const EMPTY = Buffer.alloc(0);
 
 function u32be(n: number): Buffer {
   const b = Buffer.allocUnsafe(4);
@@ -52,8 +50,8 @@ export async function loadIndex(repo: Repository, ws: GcWorkspace, files: IndexF
       }
       const id = Buffer.from(hex, 'hex');
       if ((await ws.indexed.get(id)) === undefined) await w.put(ws.indexed, id, u32be(f));
-      await w.put(ws.filePacks, Buffer.concat([u32be(f), id]), EMPTY);
-      if (!info.settled) await w.put(ws.protectedPacks, id, EMPTY);
+      await w.put(ws.filePacks, Buffer.concat([u32be(f), id]), PRESENT);
+      if (!info.settled) await w.put(ws.protectedPacks, id, PRESENT);
     }
     await w.flush();
   }

@@ -6,6 +6,15 @@ import { Level } from 'level';
 export type Sub = import('abstract-level').AbstractSublevel<Level<Buffer, Buffer>, string | Buffer | Uint8Array, Buffer, Buffer>;
 
 /**
+ * The value stored for a member of a set (marks, filePacks, protectedPacks): one
+ * byte, never an empty buffer. classic-level 3.0.0 copies every key and value of a
+ * put or batch into a `new char[size]` and frees it only when the size is not 0
+ * (binding.cc: ToSlice / DisposeSliceBuffer), so each empty value leaks one minimal
+ * malloc chunk: 32 bytes per mark (measured: 1 M empty puts, 31 MiB more in use).
+ */
+export const PRESENT: Buffer = Buffer.from([1]);
+
+/**
  * A prune's scratch space: a temporary LevelDB beside the local cache, so the
  * mark set, the index entries and the per-pack accounting live on disk and the
  * prune's memory does not grow with the repository (LevelDB keeps its write
@@ -73,7 +82,8 @@ export class BatchWriter {
   ) {}
 
   async put(sublevel: Sub, key: Buffer, value: Buffer): Promise<void> {
-    this.ops.push({ type: 'put', key, value, sublevel });
+    // an empty value would leak in classic-level (see PRESENT)
+    this.ops.push({ type: 'put', key, value: value.length === 0 ? PRESENT : value, sublevel });
     if (this.ops.length >= this.limit) await this.flush();
   }
 
