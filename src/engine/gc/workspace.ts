@@ -15,10 +15,25 @@ export type Sub = import('abstract-level').AbstractSublevel<Level<Buffer, Buffer
 export const PRESENT: Buffer = Buffer.from([1]);
 
 /**
+ * LevelDB options of the workspace, chosen so that its memory does not grow with the
+ * repository (docs/DECISIONS.md, "Prune workspace memory"). LevelDB 1.20 (inside
+ * classic-level) reads the first 1000 table files a process opens through mmap, and
+ * each page a scan touches stays resident until the table leaves the table cache:
+ * with the defaults (990 cached tables of 2 MiB) the account pass kept the whole
+ * workspace mapped (RSS grew by 110-145 MiB at 1 M blobs). So: the smallest table
+ * cache LevelDB allows (74 files less 10 of its own: 64 tables), the smallest table
+ * file it allows (1 MiB), and a 1 MiB write buffer so that level-0 tables (memtable
+ * flushes) are no larger: at most 64 MiB of mapped tables, two 1 MiB memtables and
+ * the 8 MiB block cache.
+ */
+export const WORKSPACE_OPTIONS = { maxOpenFiles: 74, maxFileSize: 1 << 20, writeBufferSize: 1 << 20, cacheSize: 8 << 20 } as const;
+
+/**
  * A prune's scratch space: a temporary LevelDB beside the local cache, so the
  * mark set, the index entries and the per-pack accounting live on disk and the
  * prune's memory does not grow with the repository (LevelDB keeps its write
- * buffer and block cache, a few MiB, in memory). Removed when the prune ends.
+ * buffers, block cache and at most 64 mapped table files in memory: see
+ * WORKSPACE_OPTIONS). Removed when the prune ends.
  */
 export class GcWorkspace {
   /** Pack object name -> size (u64 LE): the listing of data/ and meta/. */
@@ -62,7 +77,7 @@ export class GcWorkspace {
   static async open(root: string): Promise<GcWorkspace> {
     await fsp.mkdir(root, { recursive: true });
     const dir = path.join(root, `gc-${randomBytes(6).toString('hex')}`);
-    const db = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', cacheSize: 8 << 20, writeBufferSize: 4 << 20 });
+    const db = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', ...WORKSPACE_OPTIONS });
     await db.open();
     return new GcWorkspace(db, dir);
   }
