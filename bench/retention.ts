@@ -17,7 +17,7 @@
  *   is what a repository holds when backups run every 15 minutes and this same policy last ran
  *   two days ago: 15-minute snapshots since then and for the day before it, hourly ones for the
  *   six days before, dailies before that. The policy then thins at every tier (15-minute ->
- *   hourly for day 2-3, hourly -> daily for day 8-9, dailies older than 31 days go): 193 of
+ *   hourly for day 2-3, hourly -> daily for day 8-9, dailies older than 31 days go): 194 of
  *   456 forgotten. (One snapshot every 135 minutes, the earlier default, is thinned by the
  *   daily rule alone: --keep-hourly 168 keeps the newest 168 snapshots, 15.75 days.)
  * - `--history-only` writes the history (into `--work DIR`) and stops: run it under `nice`,
