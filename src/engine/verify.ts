@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { UserError } from '../repo/errors.js';
-import { listEpochs } from '../repo/gc-epoch.js';
+import { listEpochs, readDone } from '../repo/gc-epoch.js';
 import { BlobType, ID_BYTES, INDEX_PREFIX, PAGE_SLOTS, isZeroId, packObjectName } from '../repo/format.js';
 import { IndexEntry, decodeIndex, decodeLocation, encodeLocation } from '../repo/index-file.js';
 import { LocalCache } from '../repo/local-cache.js';
@@ -251,9 +251,11 @@ class Semaphore {
  * and the index file's number, so that one pack's entries are one key range.
  */
 async function loadIndexFiles(repo: Repository, entries: ScratchTable, files: ScratchTable, problems: Problems): Promise<void> {
+  const superseded = await supersededIndexFiles(repo);
   const w = new BatchWriter(entries);
   let seq = 0;
   for await (const b of repo.store.list(INDEX_PREFIX)) {
+    if (superseded.has(b.name)) continue;
     let list: IndexEntry[];
     try {
       list = decodeIndex(await repo.store.get(b.name), repo.sealer, b.name);
@@ -267,6 +269,22 @@ async function loadIndexFiles(repo: Repository, entries: ScratchTable, files: Sc
     for (const e of list) await w.put(Buffer.concat([packKey(e.type, e.packId), e.id, s]), encodeLocation(e));
   }
   await w.flush();
+}
+
+/**
+ * Index files replaced by a done GC epoch whose deletions have not ended (a prune deleting
+ * now, or one killed while deleting: the next prune finishes it). They are no longer part
+ * of the index (docs/FORMAT.md §14, §18: caches skip them too), and the packs they name
+ * may be gone already: their entries are neither checked nor counted.
+ */
+async function supersededIndexFiles(repo: Repository): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const e of await listEpochs(repo.store)) {
+    if (!e.done || e.end) continue;
+    const done = await readDone(repo.store, repo.sealer, e.epoch);
+    for (const name of done?.superseded ?? []) out.add(name);
+  }
+  return out;
 }
 
 interface EntryRow {

@@ -1,6 +1,6 @@
 /**
  * Real processes: a prune SIGKILLed at each step of its protocol, followed by a
- * backup, a restore and a second prune; a backup stopped (SIGSTOP) while
+ * verify, a backup, a restore and a second prune; a backup stopped (SIGSTOP) while
  * `locks` and `unlock` look at it.
  */
 import assert from 'node:assert/strict';
@@ -40,6 +40,9 @@ describe('prune and leases with real processes', () => {
       await handle.close();
       const killed = await run(['prune', '--repo', repo], { ...env, PILOTLIGHT_TEST_KILL_AT: `prune:${point}` });
       assert.equal(killed.signal, 'SIGKILL', `the prune reached '${point}' and was killed (${killed.stderr})`);
+      // what the dead prune left (an open epoch, half-done deletions) is not damage
+      const mid = await run(['verify', '--repo', repo, '--json'], env);
+      assert.equal(mid.code, 0, `verify after the killed prune: ${mid.stdout} ${mid.stderr}`);
       await mutateChunks(img, 8, 23);
       const third = (await ok(['backup', 'file', img, '--repo', repo, '--vm', 'a', '--json'], env)).json.snapshot;
       const out = path.join(dir, 'out.img');

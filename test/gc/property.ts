@@ -86,7 +86,8 @@ export async function runProperty(target: Target, workDir: string, runs: number)
         assert.deepEqual(await verifyClean(repo), []);
       }
     }),
-    { numRuns: runs, endOnFailure: true, verbose: 2 },
+    // PILOTLIGHT_GC_SEED replays a failure (fast-check prints the seed of every failed run)
+    { numRuns: runs, endOnFailure: true, verbose: 2, ...(process.env.PILOTLIGHT_GC_SEED ? { seed: Number(process.env.PILOTLIGHT_GC_SEED) } : {}) },
   );
 }
 
