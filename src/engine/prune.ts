@@ -13,6 +13,7 @@ import {
   publishIntent,
   readDone,
   readIntent,
+  retiredIndexFiles,
 } from '../repo/gc-epoch.js';
 import { Lease, LeaseInfo, listLeases } from '../repo/lease.js';
 import { LocalCache } from '../repo/local-cache.js';
@@ -127,7 +128,7 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
         const done = await readDone(store, sealer, e.epoch);
         if (!done) continue;
         log(`finishing GC epoch ${e.epoch} (a prune was killed after it was done)`);
-        const rolled = await deleteCondemned(repo, [...done.condemnedPacks, ...done.superseded]);
+        const rolled = await deleteCondemned(repo, [...done.condemnedPacks, ...retiredIndexFiles(done)]);
         noteObjectLock(report, rolled);
         if (rolled.deferred.length > 0) continue; // Object Lock: the rest lapses later; the epoch stays un-ended
         await publishEnd(store, sealer, e.epoch);
@@ -271,7 +272,7 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
     }
     await publishDone(store, sealer, { version: 1, epoch, replacement: rw.replacement, superseded: intent.superseded, condemnedPacks: intent.condemnedPacks });
     await step('done');
-    const deletion = await deleteCondemned(repo, [...intent.condemnedPacks, ...intent.superseded], () => killPoint('prune:deleting'));
+    const deletion = await deleteCondemned(repo, [...intent.condemnedPacks, ...retiredIndexFiles({ superseded: intent.superseded, replacement: rw.replacement })], () => killPoint('prune:deleting'));
     noteObjectLock(report, deletion);
     // Under Object Lock what is still retained is deferred: the epoch stays done but not ended,
     // so caches keep ignoring its superseded index files and the next prune finishes it.

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { UserError } from '../repo/errors.js';
-import { listEpochs, readDone } from '../repo/gc-epoch.js';
+import { listEpochs, readDone, retiredIndexFiles } from '../repo/gc-epoch.js';
 import { BlobType, ID_BYTES, INDEX_PREFIX, PAGE_SLOTS, isZeroId, packObjectName } from '../repo/format.js';
 import { IndexEntry, decodeIndex, decodeLocation, encodeLocation } from '../repo/index-file.js';
 import { LocalCache } from '../repo/local-cache.js';
@@ -282,7 +282,7 @@ async function supersededIndexFiles(repo: Repository): Promise<Set<string>> {
   for (const e of await listEpochs(repo.store)) {
     if (!e.done || e.end) continue;
     const done = await readDone(repo.store, repo.sealer, e.epoch);
-    for (const name of done?.superseded ?? []) out.add(name);
+    for (const name of done ? retiredIndexFiles(done) : []) out.add(name);
   }
   return out;
 }

@@ -50,6 +50,18 @@ export interface EpochDone {
   condemnedPacks: string[];
 }
 
+/**
+ * The index files an epoch retires (deletes, and caches forget): its superseded files less
+ * any name among its replacements. Index files are named by their content, so a compaction
+ * that keeps exactly the entries of a superseded file (say a merged replacement of an earlier
+ * prune, once the other files merged with it lost every entry) writes that file again under
+ * its own name: deleting it as superseded would delete the replacement, and the index with it.
+ */
+export function retiredIndexFiles(done: Pick<EpochDone, 'superseded' | 'replacement'>): string[] {
+  const kept = new Set(done.replacement);
+  return done.superseded.filter((n) => !kept.has(n));
+}
+
 export interface EpochState {
   epoch: number;
   done: boolean;

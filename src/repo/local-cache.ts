@@ -5,7 +5,7 @@ import { Level } from 'level';
 import { BlobStore } from '../store/blob-store.js';
 import type { RepoSealer } from './repo-sealer.js';
 import { INDEX_PREFIX } from './format.js';
-import { EpochIntent, condemnedIds, listEpochs, readDone, readIntent } from './gc-epoch.js';
+import { EpochIntent, condemnedIds, listEpochs, readDone, readIntent, retiredIndexFiles } from './gc-epoch.js';
 import { IndexEntry, decodeIndex, decodeLocation, encodeLocation } from './index-file.js';
 
 type Sub = import('abstract-level').AbstractSublevel<Level<Buffer, Buffer>, string | Buffer | Uint8Array, Buffer, Buffer>;
@@ -164,9 +164,10 @@ export class LocalCache {
       }
       const done = await readDone(store, sealer, e.epoch);
       if (!done) continue;
-      if (!e.end) for (const n of done.superseded) superseded.add(n);
+      const retired = retiredIndexFiles(done);
+      if (!e.end) for (const n of retired) superseded.add(n);
       if (!appliedDone) {
-        await this.db.batch(done.superseded.map((n) => ({ type: 'del' as const, key: Buffer.from(n), sublevel: this.files })) as never);
+        await this.db.batch(retired.map((n) => ({ type: 'del' as const, key: Buffer.from(n), sublevel: this.files })) as never);
         await this.meta.put(doneKey, Buffer.alloc(0));
       }
     }
