@@ -53,14 +53,19 @@ export async function fetchBlobs(
 ): Promise<(Buffer | DataIntegrityError)[]> {
   const out: (Buffer | DataIntegrityError)[] = new Array(wanted.length);
   if (wanted.length === 0) return out;
-  const gone = await fetchSome(repo, pool, wanted, [...wanted.keys()], out, options);
-  if (gone.length === 0) return out;
+  const { gone, unindexed } = await fetchSome(repo, pool, wanted, [...wanted.keys()], out, options);
+  if (gone.length === 0 && unindexed.length === 0) return out;
   // A pack that is gone: a prune may have repacked its live blobs since this host's cache
   // was read. Catch up with the GC epochs and fetch the blobs that moved from where they are now.
   await repo.refreshIndex();
   const now = await (await repo.cache()).getMany(gone.map((g) => wanted[g.k]!.id));
   const moved = gone.filter((g, i) => now[i] && !now[i]!.packId.equals(g.packId)).map((g) => g.k);
+  const stuck = gone.filter((g, i) => !(now[i] && !now[i]!.packId.equals(g.packId))).map((g) => g.k);
   if (moved.length) await fetchSome(repo, pool, wanted, moved, out, options);
+  // still where the pack is gone: the cache may have kept a location the prune deleted while
+  // another survives in an index file it loaded before (LocalCache.rebuild): reload once
+  const again = [...stuck, ...unindexed];
+  if (again.length && (await repo.rebuildIndexOnce())) await fetchSome(repo, pool, wanted, again, out, options);
   return out;
 }
 
@@ -72,13 +77,15 @@ async function fetchSome(
   ks: number[],
   out: (Buffer | DataIntegrityError)[],
   options: FetchOptions,
-): Promise<{ k: number; packId: Buffer }[]> {
+): Promise<{ gone: { k: number; packId: Buffer }[]; unindexed: number[] }> {
   const entries = await (await repo.cache()).getMany(ks.map((k) => wanted[k]!.id));
   const located: { k: number; e: IndexEntry }[] = [];
+  const unindexed: number[] = [];
   entries.forEach((e, i) => {
     const k = ks[i]!;
     if (e) located.push({ k, e });
     else {
+      unindexed.push(k);
       const hex = wanted[k]!.id.toString('hex');
       out[k] = new DataIntegrityError(`${options.label}: chunk ${hex} is not in the index; run 'pilotlight verify'`, [hex]);
     }
@@ -98,7 +105,7 @@ async function fetchSome(
     for (let g = queue.shift(); g; g = queue.shift()) await fetchGroup(repo, pool, g, wanted, out, options, gone);
   };
   await Promise.all(Array.from({ length: Math.min(options.fetches ?? FETCHES, queue.length) }, work));
-  return gone;
+  return { gone, unindexed };
 }
 
 async function fetchGroup(

@@ -131,6 +131,19 @@ export class LocalCache {
     return loaded;
   }
 
+  /**
+   * Forgets every index entry and loads the index files as they are now. A last resort
+   * (Repository.rebuildIndexOnce): catching up keeps one location per blob, and when a
+   * prune deletes the pack of that location because the blob is stored in another pack
+   * too, the other location is in an index file this cache loaded before; only a reload
+   * brings it back.
+   */
+  async rebuild(store: BlobStore, sealer: RepoSealer): Promise<number> {
+    await this.ids.clear();
+    await this.files.clear();
+    return this.sync(store, sealer);
+  }
+
   /** The highest GC epoch whose condemned set this cache has applied. */
   async appliedEpoch(): Promise<number> {
     const v = await this.meta.get(Buffer.from('intent'));

@@ -186,6 +186,20 @@ export class Repository {
     await (await this.cache()).sync(this.store, this.sealer);
   }
 
+  private rebuilt = false;
+
+  /**
+   * Rebuilds the local cache from the index files as they are now, once per handle:
+   * for a blob that is not in the cache, or whose pack is gone, after catching up with
+   * the GC epochs (LocalCache.rebuild says when that happens). Returns whether it ran.
+   */
+  async rebuildIndexOnce(): Promise<boolean> {
+    if (this.rebuilt) return false;
+    this.rebuilt = true;
+    await (await this.cache()).rebuild(this.store, this.sealer);
+    return true;
+  }
+
   async lookup(id: Buffer): Promise<IndexEntry | null> {
     return (await this.cache()).get(id);
   }
@@ -198,6 +212,7 @@ export class Repository {
       await this.refreshIndex();
       e = await this.lookup(id);
     }
+    if (!e && (await this.rebuildIndexOnce())) e = await this.lookup(id);
     if (!e) throw new IntegrityError(`${what} ${id.toString('hex')} is not in the index: the repository is missing data`);
     try {
       return await this.readIndexed(e, what);
@@ -205,7 +220,8 @@ export class Repository {
       // a prune may have moved the blob since the cache was read: catch up once and retry
       if (!(err instanceof IntegrityError) || !/is missing$/.test(err.message)) throw err;
       await this.refreshIndex();
-      const moved = await this.lookup(id);
+      let moved = await this.lookup(id);
+      if ((!moved || moved.packId.equals(e.packId)) && (await this.rebuildIndexOnce())) moved = await this.lookup(id);
       if (!moved || moved.packId.equals(e.packId)) throw err;
       return this.readIndexed(moved, what);
     }
