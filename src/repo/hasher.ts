@@ -3,8 +3,9 @@ import { createBLAKE3 } from 'hash-wasm';
 
 /**
  * Chunk ids: keyed BLAKE3-256 of the plaintext. The native implementation
- * (@napi-rs/blake-hash, 4-12x faster than hash-wasm on 64 KiB chunks on the machines measured) is used where it loads; hash-wasm is the
- * portable fallback. Both produce the same ids (test/repo/hasher.test.ts).
+ * (@napi-rs/blake-hash, 4-12x faster than hash-wasm on 64 KiB chunks where measured)
+ * is used where it loads; hash-wasm is the portable fallback. Both produce the same
+ * ids (test/repo/hasher.test.ts).
  */
 export interface KeyedHasher {
   readonly implementation: 'native' | 'wasm';
