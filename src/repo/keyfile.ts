@@ -1,5 +1,5 @@
 import { randomBytes, scrypt as scryptCb, ScryptOptions } from 'node:crypto';
-import { argon2id } from 'hash-wasm';
+import { argon2id } from './argon2.js';
 import { SaltedSealer, Sealer } from './crypto.js';
 import { IntegrityError, UserError } from './errors.js';
 import { AD } from './format.js';
@@ -8,7 +8,7 @@ import { AD } from './format.js';
  * Key files (`keys/<id>`, JSON). The master key is 64 random bytes:
  * bytes 0-31 encrypt blobs (AES-256-GCM), bytes 32-63 key the chunk-id hash.
  * With a password, the master key is sealed with a key (KEK) derived from it:
- * argon2id (version 2 key files, calibrated at creation) or scrypt. KDF parameters
+ * argon2id (version 2 key files: 64 MiB, 3 passes at creation) or scrypt. KDF parameters
  * are bounds-checked before anything is derived, so a key file cannot make a
  * reader allocate gigabytes or work for hours. An unencrypted repository stores
  * only the id key, in the clear.
@@ -43,9 +43,12 @@ export const KDF_LIMITS = {
   scrypt: { maxN: 2 ** 20, minN: 2 ** 10, maxR: 32, maxP: 16, maxMemory: 1 << 30, maxWork: 2 ** 26 },
   argon2id: { minM: 8 * 1024, maxM: 2 * 1024 * 1024, maxT: 16, maxP: 16, maxWork: 2 ** 24 },
 };
-/** New key files: argon2id with 64 MiB, one lane, passes calibrated to about this long here (at least 2). */
-export const ARGON2_MEMORY_KIB = 64 * 1024;
-export const KDF_TARGET_MS = 500;
+/**
+ * New key files: argon2id with 64 MiB, 3 passes, one lane (RFC 9106's second recommended
+ * option, at one lane): fixed, not calibrated, so that what a guess costs an attacker does
+ * not depend on the machine that ran `init` (docs/DECISIONS.md).
+ */
+export const NEW_KEY_KDF = { m: 64 * 1024, t: 3, p: 1 } as const;
 
 function bad(name: string, what: string): UserError {
   return new UserError(`key file ${name}: ${what} is past the limit: the key file is damaged or was made to exhaust this machine`);
@@ -84,23 +87,13 @@ function scrypt(password: string, salt: Buffer, params: { N: number; r: number; 
 async function deriveKek(password: string, kdf: ScryptParams | Argon2Params): Promise<Buffer> {
   const salt = Buffer.from(kdf.salt, 'base64');
   if (kdf.name === 'scrypt') return scrypt(password, salt, kdf);
-  const out = await argon2id({ password, salt, parallelism: kdf.p, iterations: kdf.t, memorySize: kdf.m, hashLength: 32, outputType: 'binary' });
-  return Buffer.from(out);
+  return (await argon2id(password, salt, kdf)).key;
 }
 
-/** argon2id parameters for a new key file, calibrated on this machine; returns the KEK already derived. */
-export async function calibratedKdf(password: string): Promise<{ kdf: Argon2Params; kek: Buffer }> {
-  const salt = randomBytes(32).toString('base64');
-  let kdf: Argon2Params = { name: 'argon2id', m: ARGON2_MEMORY_KIB, t: 2, p: 1, salt };
-  const t0 = performance.now();
-  let kek = await deriveKek(password, kdf);
-  const ms = performance.now() - t0;
-  const t = Math.min(8, Math.max(2, Math.floor((2 * KDF_TARGET_MS) / Math.max(ms, 1))));
-  if (t !== kdf.t) {
-    kdf = { ...kdf, t };
-    kek = await deriveKek(password, kdf);
-  }
-  return { kdf, kek };
+/** argon2id parameters for a new key file (NEW_KEY_KDF, a fresh salt); returns the KEK already derived. */
+export async function newKeyKdf(password: string): Promise<{ kdf: Argon2Params; kek: Buffer }> {
+  const kdf: Argon2Params = { name: 'argon2id', ...NEW_KEY_KDF, salt: randomBytes(32).toString('base64') };
+  return { kdf, kek: await deriveKek(password, kdf) };
 }
 
 export function newMasterKey(encrypted: boolean): MasterKey {
@@ -116,7 +109,7 @@ export async function writeKeyFile(master: MasterKey, password: string | null, n
   let json: KeyFileJson;
   if (master.encryptionKey) {
     if (!password) throw new UserError('an encrypted repository needs a password: set PILOTLIGHT_PASSWORD or pass --password-file (or --password-command)');
-    const { kdf, kek } = await calibratedKdf(password);
+    const { kdf, kek } = await newKeyKdf(password);
     const plain = [master.encryptionKey, master.idKey];
     if (version === 2) {
       json = { version, created, kdf, data: new SaltedSealer(kek).seal(plain, AD.key(name)).toString('base64') };
