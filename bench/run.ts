@@ -142,6 +142,8 @@ async function main(): Promise<void> {
   let settings: Record<string, string> = {};
   let plStats: Record<string, unknown> | undefined;
   const fixed = { nodeBare: [] as Sample[], startup: [] as Sample[], empty: [] as Sample[] };
+  // The last (15-minute) state backed up a second time by the service, on a copy of the repository as it was before it.
+  const serviceSamples: (Sample & { jobS: number })[] = [];
   const sample = path.join(sdir, 'web1-0.nonzero.bin');
   denseSample(img(web1[0]), sample);
   const inProcess = quick ? 256 * MiB : 1024 * MiB;
@@ -165,10 +167,18 @@ async function main(): Promise<void> {
       const order = tools.map((_, k) => (k + rep + i) % tools.length);
       for (const k of order) {
         if (!alive[k]) continue;
+        const step = { vm: 'web1', image: img(st), changes: st.changes ? path.join(sdir, st.changes) : undefined, first: i === 0, label: st.name };
+        const viaService = tools[k] instanceof Pilotlight && tools[k].name === 'pilotlight' && i === web1.length - 1 && i > 0 && step.changes !== undefined;
         try {
-          const r = await tools[k].backup({ vm: 'web1', image: img(st), changes: st.changes ? path.join(sdir, st.changes) : undefined, first: i === 0, label: st.name });
+          if (viaService) await (tools[k] as Pilotlight).forkForService();
+          const r = await tools[k].backup(step);
           samples[i][k].push({ wallS: r.wallMs / 1000, cpuS: r.userS + r.sysS, rssMB: r.maxRssBytes / 1e6, repoBytes: await tools[k].repoBytes(), report: r.report });
           log(`rep ${rep + 1}/${reps} ${st.name} ${tools[k].name}: ${(r.wallMs / 1000).toFixed(2)} s, ${(r.maxRssBytes / 1e6).toFixed(0)} MB RSS, repo ${fmtSize(samples[i][k].at(-1)!.repoBytes)}`);
+          if (viaService) {
+            const v = await (tools[k] as Pilotlight).serviceIncremental(step);
+            serviceSamples.push({ wallS: v.wallMs / 1000, cpuS: v.userS + v.sysS, rssMB: v.maxRssBytes / 1e6, repoBytes: 0, jobS: v.jobS, report: v.report });
+            log(`rep ${rep + 1}/${reps} ${st.name} pilotlight service (run --once): job ${v.jobS.toFixed(2)} s, process ${(v.wallMs / 1000).toFixed(2)} s, ${(v.maxRssBytes / 1e6).toFixed(0)} MB RSS`);
+          }
         } catch (e) {
           alive[k] = false;
           errors[k] = `${st.name}: ${(e as Error).message}`;
@@ -263,6 +273,12 @@ async function main(): Promise<void> {
     });
     return out;
   };
+  /** The service's job time for the last state, with its speed-ups over the peers' CLI runs of the same state, per repetition. */
+  const serviceResult = (): NonNullable<Results['pilotlightService']> => {
+    const jobs = serviceSamples.map((x) => ({ ...x, wallS: x.jobS }));
+    const withJob = toolNames.map((t, k) => (t === 'pilotlight' ? jobs : samples[web1.length - 1]![k]!));
+    return { state: web1[web1.length - 1]!.name, job: aggregate(jobs), process: aggregate(serviceSamples), speedup: speedups(withJob) };
+  };
   const steps: StepResult[] = web1.map((st, i) => ({
     label: st.name,
     vm: 'web1',
@@ -327,6 +343,7 @@ async function main(): Promise<void> {
     dedup: { series: seriesDedup, crossVm: cross },
     stages: { median: stageMed, notes: stageNotes },
     ...(plStats ? { pilotlightStats: plStats } : {}),
+    ...(serviceSamples.length ? { pilotlightService: serviceResult() } : {}),
     ...(fixed.startup.length ? { pilotlightFixed: { nodeBare: aggregate(fixed.nodeBare), startup: aggregate(fixed.startup), emptyIncremental: aggregate(fixed.empty) } } : {}),
     ...(ddRuns.length ? { ddFdatasync: { bytes: lastSampleBytes, wallS: median(ddRuns), mbPerS: lastSampleBytes / 1e6 / median(ddRuns) } } : {}),
     notes,

@@ -53,6 +53,12 @@ export interface Results {
   pilotlightStats?: Record<string, unknown>;
   /** `node -e 0`, `pilotlight --help`, and a backup with an empty change list. */
   pilotlightFixed?: { nodeBare: Agg; startup: Agg; emptyIncremental: Agg };
+  /**
+   * The last state's incremental run a second time by the service (`run --once`, on a copy
+   * of the repository as it was before the CLI run): `job` is the job time the service
+   * logs, `process` the whole process (start-up, key derivation, cache open included).
+   */
+  pilotlightService?: { state: string; job: Agg; process: Agg; speedup: Record<string, number> };
   /** `dd conv=fdatasync` of the restored state's non-zero bytes into a new file, in the same run (median). */
   ddFdatasync?: { bytes: number; wallS: number; mbPerS: number };
   notes: string[];
@@ -362,6 +368,17 @@ function issue12(r: Results): string[] {
     spB: borg ? st.speedup[borg] : undefined,
     spR: restic ? st.speedup[restic] : undefined,
   }));
+  const svc = r.pilotlightService;
+  if (svc) {
+    rows.push({
+      step: `the same incremental (${svc.state}) run by the service: job time (\`run --once\`; RSS of the whole process)`,
+      pl: { ...svc.job, cpuS: NaN },
+      b: borg ? r.steps[r.steps.length - 1]?.tools[borg] : undefined,
+      rs: restic ? r.steps[r.steps.length - 1]?.tools[restic] : undefined,
+      spB: borg ? svc.speedup[borg] : undefined,
+      spR: restic ? svc.speedup[restic] : undefined,
+    });
+  }
   rows.push({
     step: `restore of ${r.restore.label} (${mbs(r.restore.nonZeroBytes)} MB non-zero)`,
     pl: r.restore.tools.pilotlight,
@@ -384,6 +401,10 @@ function issue12(r: Results): string[] {
     L.push(`| ${x.step} | ${cell(x.pl)} | ${x.pl ? f1(x.pl.cpuS) : '–'} | ${x.pl ? x.pl.rssMB.toFixed(0) : '–'} | ${cell(x.b)} | ${cell(x.rs)} | ${ratio(x.spB)} | ${ratio(x.spR)} | ${x.eff ?? '–'} |`);
   }
   L.push('');
+  if (svc) {
+    L.push(`The service's \`run --once\` process as a whole (start-up, key derivation, cache open, then the job): ${wall(svc.process)} s, ${f1(svc.process.cpuS)} CPU s, ${svc.process.rssMB.toFixed(0)} MB peak RSS. A running service pays all but the job once, when it starts.`);
+    L.push('');
+  }
   const goals: [string, string, boolean | undefined][] = [];
   const first = rows[0]!;
   if (first.spB !== undefined) goals.push([`first backup <= 0.5x ${borg}`, ratio(first.spB), 1 / first.spB <= 0.5]);
@@ -395,7 +416,11 @@ function issue12(r: Results): string[] {
   const q = r.steps[r.steps.length - 1];
   if (q && q.kind === 'incremental') {
     const worst = Math.min(...[borg, restic].filter((t): t is string => !!t).map((t) => q.speedup[t]!).filter(Number.isFinite));
-    if (Number.isFinite(worst)) goals.push([`15-minute incremental (${q.label}) <= 0.1x either peer`, ratio(worst), 1 / worst <= 0.1]);
+    if (Number.isFinite(worst)) goals.push([`15-minute incremental (${q.label}) <= 0.1x either peer (CLI: a new process, key derivation and cache open included)`, ratio(worst), 1 / worst <= 0.1]);
+  }
+  if (svc) {
+    const worst = Math.min(...[borg, restic].filter((t): t is string => !!t).map((t) => svc.speedup[t]!).filter(Number.isFinite));
+    if (Number.isFinite(worst)) goals.push([`15-minute incremental (${svc.state}) <= 0.1x either peer, run by the service (job time; the peers' CLI times)`, ratio(worst), 1 / worst <= 0.1]);
   }
   const rest = r.restore.tools.pilotlight;
   if (rest && !rest.error) {
@@ -406,10 +431,10 @@ function issue12(r: Results): string[] {
       goals.push([`restore >= 75% of dd conv=fdatasync of the same bytes (${r.ddFdatasync.mbPerS.toFixed(0)} MB/s)`, `${rr.toFixed(0)} MB/s = ${((rr / r.ddFdatasync.mbPerS) * 100).toFixed(0)}%`, rr / r.ddFdatasync.mbPerS >= 0.75]);
     }
   }
-  const all = [...r.steps.map((s) => s.tools.pilotlight), rest].filter((a): a is Agg => !!a && !a.error);
+  const all = [...r.steps.map((s) => s.tools.pilotlight), rest, svc?.process].filter((a): a is Agg => !!a && !a.error);
   if (all.length) {
     const rss = Math.max(...all.map((a) => Math.max(...a.samples.map((x) => x.rssMB))));
-    goals.push(['peak RSS <= 150 MB (every backup and the restore, worst repetition)', `${rss.toFixed(0)} MB`, rss <= 150]);
+    goals.push(['peak RSS <= 150 MB (every backup, the service run and the restore, worst repetition)', `${rss.toFixed(0)} MB`, rss <= 150]);
   }
   const pl = r.dedup.series.pilotlight?.storedBytes;
   const rs = r.dedup.series.restic?.storedBytes;

@@ -92,6 +92,49 @@ export class Pilotlight implements Tool {
     const img = await link(this.work, step);
     return this.cli(['backup', 'file', img, '--repo', this.repo, '--vm', step.vm, '--json', '--changed-extents', empty]);
   }
+  /** Copies the repository and cache aside, so that the next backup can be run a second way on the same parent. */
+  async forkForService(): Promise<void> {
+    const dir = path.join(this.work, 'svc');
+    await fsp.rm(dir, { recursive: true, force: true });
+    await fsp.mkdir(dir, { recursive: true });
+    sh('cp', ['-a', this.repo, path.join(dir, 'repo')]);
+    sh('cp', ['-a', this.cache, path.join(dir, 'cache')]);
+  }
+  /**
+   * The same backup run by the service (`pilotlight run --config --once`) on the copy
+   * forkForService made: the service derives the key and opens the cache when it
+   * starts, then runs the job; `jobS` is the job's time as the service logs it (source
+   * opened, chunks read, stored, committed; the lease and the freshness check before it
+   * are not included), the other figures are the whole process's.
+   */
+  async serviceIncremental(step: BackupStep): Promise<BackupResult & { jobS: number }> {
+    const dir = path.join(this.work, 'svc');
+    const img = await link(this.work, step);
+    const cfg = path.join(dir, 'pilotlight.yaml');
+    const lines = [
+      'repositories:',
+      '  main:',
+      `    location: ${JSON.stringify(path.join(dir, 'repo'))}`,
+      '    password: { env: PILOTLIGHT_PASSWORD }',
+      `    cacheDir: ${JSON.stringify(path.join(dir, 'cache'))}`,
+      'sources:',
+      `  ${step.vm}:`,
+      '    file:',
+      `      images: [${JSON.stringify(img)}]`,
+      ...(step.changes ? [`      changedExtents: [${JSON.stringify(step.changes)}]`] : []),
+      'jobs:',
+      '  - name: bench',
+      '    repository: main',
+      `    vms: [${step.vm}]`,
+      '    every: 15m',
+    ];
+    await fsp.writeFile(cfg, lines.join('\n') + '\n');
+    const t = await this.cli(['run', '--config', cfg, '--once', '--log-format', 'json']);
+    const done = (t.stdout + '\n' + t.stderr).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'backup done');
+    if (!done || typeof done.seconds !== 'number') throw new Error(`pilotlight run --once: no 'backup done' line:\n${t.stderr.slice(-2000)}`);
+    await fsp.rm(dir, { recursive: true, force: true });
+    return { ...t, jobS: done.seconds, report: done };
+  }
   async restore(vm: string, toDir: string) {
     await fsp.mkdir(toDir, { recursive: true });
     const file = path.join(toDir, `${vm}.img`);
