@@ -13,7 +13,8 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } f
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { quietSdkNodeVersionWarning } from '../src/cli/node-support.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'pilotlight.js');
@@ -45,7 +46,47 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
+/** Runs fn over items with at most `n` in flight. */
+async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  }));
+}
+
+/**
+ * RGW on its own, in the same run: every object under the repository's data/ prefix
+ * fetched with 4 GETs in flight, then the same bytes PUT to a scratch prefix with 3 in
+ * flight (pilotlight's defaults), from this process through the same SDK. What an S3
+ * restore or backup cannot beat on this machine, where RGW shares the cores.
+ */
+async function rgwRates(client: S3Client, bucket: string): Promise<{ bytes: number; getMBps: number; putMBps: number }> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'repo/data/', ContinuationToken: token }));
+    for (const o of page.Contents ?? []) if (o.Key) keys.push(o.Key);
+    token = page.NextContinuationToken;
+  } while (token);
+  const bodies: Buffer[] = [];
+  let t0 = performance.now();
+  await pool(keys, 4, async (k) => {
+    const r = await client.send(new GetObjectCommand({ Bucket: bucket, Key: k }));
+    bodies.push(Buffer.from(await r.Body!.transformToByteArray()));
+  });
+  const getS = (performance.now() - t0) / 1000;
+  const bytes = bodies.reduce((a, b) => a + b.length, 0);
+  t0 = performance.now();
+  let i = 0;
+  await pool(bodies, 3, async (b) => {
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `scratch/${i++}`, Body: b }));
+  });
+  const putS = (performance.now() - t0) / 1000;
+  return { bytes, getMBps: bytes / 1e6 / getS, putMBps: bytes / 1e6 / putS };
+}
+
 async function main(): Promise<void> {
+  quietSdkNodeVersionWarning();
   const reps = Number(arg('--reps', '3'));
   let image = arg('--image', path.join(ROOT, 'bench', 'cache', 'series-4G', 'web1-0.img'));
   const work = mkdtempSync(path.join(os.tmpdir(), 'pl-bench-s3-'));
@@ -68,6 +109,7 @@ async function main(): Promise<void> {
 
   const buckets: string[] = [];
   const rows: { backend: string; rep: number; backupS: number; backupRss: number; restoreS: number; restoreRss: number; objects: number; puts: number }[] = [];
+  const rgw: { bytes: number; getMBps: number; putMBps: number }[] = [];
   for (let rep = 1; rep <= reps; rep++) {
     for (const backend of ['local', 's3'] as const) {
       const env = { ...process.env, ...s3env, PILOTLIGHT_PASSWORD: 'bench', PILOTLIGHT_CACHE_DIR: path.join(work, `cache-${backend}-${rep}`) };
@@ -100,6 +142,7 @@ async function main(): Promise<void> {
         puts: b.json.requests?.put ?? 0,
       });
       if (backend === 'local') rmSync(repo, { recursive: true, force: true });
+      else rgw.push(await rgwRates(client, buckets[buckets.length - 1]!));
       process.stderr.write(`[bench s3] rep ${rep} ${backend}: backup ${b.seconds.toFixed(2)} s, restore ${r.seconds.toFixed(2)} s\n`);
     }
   }
@@ -131,10 +174,14 @@ async function main(): Promise<void> {
     ...summary.map((s) => `| ${s.backend} | ${s.backupS.toFixed(2)} | ${s.backupMBps.toFixed(0)} | ${s.backupRss.toFixed(0)} | ${s.restoreS.toFixed(2)} | ${s.restoreMBps.toFixed(0)} | ${s.restoreRss.toFixed(0)} | ${s.objects} | ${s.backend === 's3' ? s.puts : '-'} |`),
     '',
     `S3 / local time, paired per repetition: backup ${ratio('backupS').toFixed(2)}x, restore ${ratio('restoreS').toFixed(2)}x. Times are whole commands (start-up included).`,
+    '',
+    `RGW on its own in the same run (the repository's ${(median(rgw.map((x) => x.bytes)) / 1e6).toFixed(0)} MB of packs, from this process through the same SDK, no pilotlight process running): ` +
+      `GET ${median(rgw.map((x) => x.getMBps)).toFixed(0)} MB/s with 4 in flight, PUT ${median(rgw.map((x) => x.putMBps)).toFixed(0)} MB/s with 3 in flight ` +
+      `(${(median(rgw.map((x) => x.bytes)) / 1e6 / median(rgw.map((x) => x.getMBps))).toFixed(2)} s and ${(median(rgw.map((x) => x.bytes)) / 1e6 / median(rgw.map((x) => x.putMBps))).toFixed(2)} s for those bytes alone).`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
   mkdirSync(path.join(ROOT, 'bench', 'results'), { recursive: true });
-  writeFileSync(path.join(ROOT, 'bench', 'results', 's3.json'), JSON.stringify({ image, allocatedMb, reps, rows, summary }, null, 2) + '\n');
+  writeFileSync(path.join(ROOT, 'bench', 'results', 's3.json'), JSON.stringify({ image, allocatedMb, reps, rows, summary, rgw }, null, 2) + '\n');
   writeFileSync(path.join(ROOT, 'bench', 'results', 's3.md'), lines.join('\n') + '\n');
   client.destroy();
   for (const b of buckets) execFileSync('bash', [path.join(ROOT, 'scripts', 'rgw.sh'), 'purge-bucket', b], { stdio: 'ignore' });
