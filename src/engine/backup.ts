@@ -1,4 +1,6 @@
 import { randomInt } from 'node:crypto';
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
 import { UserError } from '../repo/errors.js';
 import { BlobType, ID_BYTES, isZeroId } from '../repo/format.js';
 import { RepoWriter } from '../repo/repo-writer.js';
@@ -15,7 +17,7 @@ import {
 import { DiskSource, Extent, ExtentPlan, SourceDisk } from '../source/disk-source.js';
 import { alignExtents, totalLength } from '../source/extents.js';
 import { BackupGuard } from './backup-guard.js';
-import { GcPacer } from './gc-pacer.js';
+import { ENCODE_HEADROOM } from './chunk-work.js';
 import { WorkerPool } from './worker-pool.js';
 
 /**
@@ -70,8 +72,9 @@ export interface BackupReport extends SnapshotStats {
 /**
  * One backup run: reads what the source says changed (or is allocated), stores
  * the new chunks, writes manifests, and commits the snapshot record last.
- * Memory is bounded by the batches in flight (inFlight x 1 MiB of reads plus
- * their encoded blobs), the open and uploading packs (maxUploads + 2 packs), and
+ * Memory is bounded by the batches in flight (inFlight buffers of 4 MiB + 4 KiB,
+ * each holding a batch's reads and then its encoded blobs until they are in a
+ * pack), the open and uploading packs (maxUploads + 2 packs), and
  * one leaf-id list per disk (32 bytes per 64 MiB of disk: 512 KiB per TiB).
  */
 export async function runBackup(repo: Repository, source: DiskSource, options: BackupOptions = {}): Promise<BackupReport> {
@@ -91,6 +94,10 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     await guard.close();
     throw err;
   }
+  // Opening the repository left the key derivation's memory (argon2id: a 64 MiB
+  // WebAssembly memory) for the collector; free it before the workers and
+  // buffers start, or it adds to the run's peak RSS.
+  collectGarbage();
   const pool = new WorkerPool(repo, options.workers);
   const counters: Counters = { bytesScanned: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, chunksReused: 0, chunksZero: 0 };
   let pagesWritten = 0;
@@ -189,6 +196,17 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
   }
 }
 
+/** A full collection where V8 lets us ask for one (the same route as gc-pacer.ts); else nothing. */
+function collectGarbage(): void {
+  try {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as unknown;
+    if (typeof gc === 'function') (gc as () => void)();
+  } catch {
+    // not available: memory is what V8's heuristics give
+  }
+}
+
 /**
  * Pack uploads in flight: each holds a 16 MiB pack. One for a local directory
  * (a put is a write and an fsync, shorter than filling the next pack), two for
@@ -246,11 +264,13 @@ interface BatchResult {
   batch: Batch;
   ids: Buffer;
   isZero: boolean[];
-  /** Chunk positions in the batch that this batch must store, with their blobs. */
+  /** Chunk positions in the batch that this batch must store, with their blobs (views into `buf`). */
   newBlobs: Map<number, Buffer>;
+  /** The batch buffer, back from the worker with the blobs in it: released once they are in a pack. */
+  buf: ArrayBuffer;
 }
 
-/** A fixed set of 1 MiB buffers moved between the reader and the workers (transferred, never copied). */
+/** A fixed set of batch buffers moved between the reader and the workers (transferred, never copied). */
 class BufferPool {
   private readonly free: ArrayBuffer[] = [];
   private readonly waiters: ((b: ArrayBuffer) => void)[] = [];
@@ -280,16 +300,20 @@ async function backupDisk(
 ): Promise<void> {
   const cs = repo.config.chunkSize;
   const inFlight = options.inFlight ?? Math.max(4, pool.size * 2);
-  const pacer = new GcPacer();
-  const buffers = new BufferPool(inFlight, cs * BATCH_CHUNKS);
+  // Each batch buffer holds the plaintexts after `head` bytes of room; the worker
+  // writes the encoded blobs over them from the start (chunk-work.ts, encode). A
+  // buffer is held from the read until its blobs are copied into a pack.
+  const head = ENCODE_HEADROOM * BATCH_CHUNKS;
+  const bufSize = head + cs * BATCH_CHUNKS;
+  const buffers = new BufferPool(inFlight, bufSize);
 
   const process1 = async (batch: Batch): Promise<BatchResult> => {
     const buf = await buffers.acquire();
     let handedBack = false;
     try {
-      await Promise.all(batch.runs.map((r) => disk.read(new Uint8Array(buf, r.at, r.length), r.offset, r.length)));
+      await Promise.all(batch.runs.map((r) => disk.read(new Uint8Array(buf, head + r.at, r.length), r.offset, r.length)));
       const w = pool.pick();
-      const hashed = await pool.hash(w, buf, batch.lengths);
+      const hashed = await pool.hash(w, buf, head, batch.lengths);
       const ids = hashed.ids;
       const candidates: number[] = [];
       const candidateIds: Buffer[] = [];
@@ -306,16 +330,12 @@ async function backupDisk(
       });
       const encoded = await pool.encode(w, hashed.seq, which, repo.defaultCodec);
       handedBack = true;
-      buffers.release(encoded.buf);
       const newBlobs = new Map<number, Buffer>();
-      which.forEach((i, k) => {
-        newBlobs.set(i, encoded.blobs[k]!);
-        pacer.made(encoded.blobs[k]!.length); // copied into a pack, then garbage
-      });
-      return { batch, ids, isZero: hashed.isZero, newBlobs };
+      which.forEach((i, k) => newBlobs.set(i, encoded.blobs[k]!));
+      return { batch, ids, isZero: hashed.isZero, newBlobs, buf: encoded.buf };
     } catch (err) {
       // The buffer may be stuck in a failed worker; replace it so the pool keeps its size.
-      if (!handedBack) buffers.release(new ArrayBuffer(cs * BATCH_CHUNKS));
+      if (!handedBack) buffers.release(new ArrayBuffer(bufSize));
       throw err;
     }
   };
@@ -343,6 +363,8 @@ async function backupDisk(
     }
     counters.bytesScanned += batch.length;
     options.progress?.advance(batch.length);
+    // writer.add copied every blob into a pack: the buffer is free for the next read
+    buffers.release(r.buf);
   };
 
   const queue: Promise<BatchResult>[] = [];

@@ -25,9 +25,9 @@ class TargetedCompression extends Compression {
   }
 }
 
-function chunkViews(buf: ArrayBuffer, lengths: number[]): Buffer[] {
+function chunkViews(buf: ArrayBuffer, lengths: number[], base = 0): Buffer[] {
   const out: Buffer[] = [];
-  let o = 0;
+  let o = base;
   for (const len of lengths) {
     out.push(Buffer.from(buf, o, len));
     o += len;
@@ -50,14 +50,6 @@ function pack(parts: Uint8Array[]): { buf: ArrayBuffer; refs: BlobRef[] } {
   return { buf, refs };
 }
 
-/** The bytes as an ArrayBuffer of their own, to move to the main thread (sealed blobs already are one: no copy). */
-function ownBuffer(b: Buffer): ArrayBuffer {
-  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b.buffer;
-  const ab = new ArrayBuffer(b.length);
-  new Uint8Array(ab).set(b);
-  return ab;
-}
-
 /** Where each item's plaintext sits in a buffer of plaintexts laid end to end. */
 function placed(items: { plainLength?: number }[]): BlobRef[] {
   let o = 0;
@@ -68,10 +60,17 @@ function placed(items: { plainLength?: number }[]): BlobRef[] {
   });
 }
 
+/**
+ * Bytes of room per chunk that a batch buffer keeps before its first plaintext
+ * (WorkerRequest 'hash', `base`): an encoded blob is at most its plaintext plus
+ * 1 (codec byte) + 44 (seal format 2) bytes.
+ */
+export const ENCODE_HEADROOM = 64;
+
 export class ChunkWork {
   private readonly compression: TargetedCompression;
   private readonly codec: BlobCodec;
-  private readonly held = new Map<number, { buf: ArrayBuffer; lengths: number[]; ids: Buffer }>();
+  private readonly held = new Map<number, { buf: ArrayBuffer; lengths: number[]; base: number; ids: Buffer }>();
   private readonly pacer = new GcPacer();
   private zero = Buffer.alloc(64 * 1024);
 
@@ -97,16 +96,16 @@ export class ChunkWork {
 
   /**
    * The one place a backup seals a chunk: compress (or store raw) and seal it as
-   * a data blob.
+   * a data blob, written into `dst` at `at`; returns the stored length.
    */
-  private sealChunk(chunk: Buffer, c: Codec, id: Buffer): Buffer {
-    return this.codec.encode(c, chunk, BlobType.Data, id);
+  private sealChunk(chunk: Buffer, c: Codec, id: Buffer, dst: Buffer, at: number): number {
+    return this.codec.encodeInto(c, chunk, BlobType.Data, id, dst, at);
   }
 
   private run(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer[] } {
     switch (msg.op) {
       case 'hash': {
-        const chunks = chunkViews(msg.buf, msg.lengths);
+        const chunks = chunkViews(msg.buf, msg.lengths, msg.base);
         const ids = Buffer.alloc(chunks.length * ID_BYTES);
         const isZero: boolean[] = [];
         chunks.forEach((c, i) => {
@@ -115,16 +114,32 @@ export class ChunkWork {
           isZero.push(z);
           if (!z) this.hasher.hash(c).copy(ids, i * ID_BYTES);
         });
-        this.held.set(msg.seq, { buf: msg.buf, lengths: msg.lengths, ids });
+        this.held.set(msg.seq, { buf: msg.buf, lengths: msg.lengths, base: msg.base, ids });
         return { reply: { op: 'hashed', seq: msg.seq, ids, isZero }, transfer: [] };
       }
       case 'encode': {
         const h = this.held.get(msg.seq);
         if (!h) throw new Error(`no batch ${msg.seq} held`);
         this.held.delete(msg.seq);
-        const chunks = chunkViews(h.buf, h.lengths);
-        const blobs = msg.which.map((i) => ownBuffer(this.sealChunk(chunks[i]!, msg.codec as Codec, h.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES))));
-        return { reply: { op: 'encoded', seq: msg.seq, blobs, buf: h.buf }, transfer: [...blobs, h.buf] };
+        // Blobs are written over the batch buffer itself, from its start: the plaintexts
+        // begin `base` bytes in (ENCODE_HEADROOM per chunk), so a blob (at most its
+        // plaintext plus that headroom) never reaches a plaintext not yet encoded.
+        // Nothing is allocated per blob but the cipher's output.
+        const chunks = chunkViews(h.buf, h.lengths, h.base);
+        const dst = Buffer.from(h.buf);
+        const blobs: BlobRef[] = [];
+        let at = 0;
+        let chunkStart = h.base;
+        let next = 0;
+        for (const i of msg.which) {
+          for (; next <= i; next++) chunkStart += h.lengths[next]!;
+          const length = this.sealChunk(chunks[i]!, msg.codec as Codec, h.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), dst, at);
+          blobs.push({ offset: at, length });
+          at += length;
+          // chunkStart is now where chunk i + 1's plaintext begins
+          if (at > chunkStart) throw new Error(`encoded blobs overran the plaintext of chunk ${i + 1} (${at} > ${chunkStart})`);
+        }
+        return { reply: { op: 'encoded', seq: msg.seq, blobs, buf: h.buf }, transfer: [h.buf] };
       }
       case 'decode': {
         const data = Buffer.from(msg.data);
@@ -164,7 +179,7 @@ function garbageOf(msg: WorkerRequest): number {
     case 'decode':
       return msg.data.byteLength * 2;
     case 'encode':
-      return msg.which.length * 2 * 65536;
+      return msg.which.length * 65536; // the cipher's output
     default:
       return 0;
   }

@@ -26,14 +26,16 @@ export interface BlobRef {
 
 
 export type WorkerRequest =
-  | { op: 'hash'; seq: number; buf: ArrayBuffer; lengths: number[] }
+  /** Chunks laid end to end from `base` (room before them for the encoded blobs: ENCODE_HEADROOM per chunk). */
+  | { op: 'hash'; seq: number; buf: ArrayBuffer; base: number; lengths: number[] }
   | { op: 'encode'; seq: number; which: number[]; codec: number }
   | { op: 'decode'; seq: number; data: ArrayBuffer; items: DecodeItem[]; runs?: boolean; into?: { buf: SharedArrayBuffer; offsets: number[] } }
   | { op: 'hashPlain'; seq: number; items: Uint8Array[] };
 
 export type WorkerReply =
   | { op: 'hashed'; seq: number; ids: Uint8Array; isZero: boolean[] }
-  | { op: 'encoded'; seq: number; blobs: ArrayBuffer[]; buf: ArrayBuffer }
+  /** The stored blobs, written from the start of the batch buffer. */
+  | { op: 'encoded'; seq: number; blobs: BlobRef[]; buf: ArrayBuffer }
   | { op: 'decoded'; seq: number; plain: ArrayBuffer | null; refs: ((BlobRef & { runs?: number[] }) | { error: string })[] }
   | { op: 'hashedPlain'; seq: number; ids: Uint8Array[] }
   | { op: 'error'; seq: number; message: string };
@@ -57,7 +59,7 @@ type Reply<K extends WorkerReply['op']> = Extract<WorkerReply, { op: K }>;
  * Worker threads for hashing, compression, encryption and verification; one per
  * core by default. Bulk bytes cross threads as transferred ArrayBuffers (moved,
  * never copied): a batch buffer goes to a worker for hashing and comes back with
- * the encoded blobs packed into one new buffer.
+ * the encoded blobs written over its plaintexts.
  */
 export class WorkerPool {
   private readonly workers: Worker[] = [];
@@ -139,16 +141,20 @@ export class WorkerPool {
    * Hashes the chunks of a batch on worker `w` (which keeps the buffer: `buf` is
    * detached here). Follow with `encode` on the same worker and seq.
    */
-  async hash(w: number, buf: ArrayBuffer, lengths: number[]): Promise<{ seq: number; ids: Buffer; isZero: boolean[] }> {
+  async hash(w: number, buf: ArrayBuffer, base: number, lengths: number[]): Promise<{ seq: number; ids: Buffer; isZero: boolean[] }> {
     const seq = this.nextSeq++;
-    const r = await this.call<Reply<'hashed'>>(w, { op: 'hash', seq, buf, lengths }, [buf]);
+    const r = await this.call<Reply<'hashed'>>(w, { op: 'hash', seq, buf, base, lengths }, [buf]);
     return { seq, ids: Buffer.from(r.ids.buffer, r.ids.byteOffset, r.ids.byteLength), isZero: r.isZero };
   }
 
-  /** Encodes chunks `which` of a held batch; returns their stored forms and the batch buffer. */
+  /**
+   * Encodes chunks `which` (ascending) of a held batch; returns the batch buffer
+   * and their stored forms, views into it (written over the plaintexts: valid
+   * until the buffer is reused).
+   */
   async encode(w: number, seq: number, which: number[], codec: number): Promise<{ blobs: Buffer[]; buf: ArrayBuffer }> {
     const r = await this.call<Reply<'encoded'>>(w, { op: 'encode', seq, which, codec });
-    return { blobs: r.blobs.map((b) => Buffer.from(b)), buf: r.buf };
+    return { blobs: r.blobs.map((b) => Buffer.from(r.buf, b.offset, b.length)), buf: r.buf };
   }
 
   /**

@@ -17,6 +17,7 @@ import { KeyedHasher } from './hasher.js';
 export class BlobCodec {
   private readonly v1: Sealer;
   private readonly v2: SaltedSealer;
+  private scratch = Buffer.alloc(0);
 
   constructor(
     encryptionKey: Buffer | null,
@@ -32,6 +33,23 @@ export class BlobCodec {
     const c = this.compression.compress(codec, plaintext);
     const parts = [Uint8Array.of(c.codec), c.bytes];
     return this.writeSeal === 2 ? this.v2.seal(parts, AD.blob(type, id)) : this.v1.seal(parts);
+  }
+
+  /**
+   * As encode, written into `dst` at `at`; returns the stored length. The codec
+   * byte and the compressed payload are laid out in one scratch buffer and sealed
+   * from there (raw when compression does not shrink it: Compression.compressInto).
+   * At most plaintext.length + 1 + the seal's overhead (44 bytes in seal format 2)
+   * are written.
+   */
+  encodeInto(codec: Codec, plaintext: Uint8Array, type: BlobType, id: Uint8Array, dst: Buffer, at: number): number {
+    const need = 1 + Compression.bound(plaintext.length);
+    if (this.scratch.length < need) this.scratch = Buffer.allocUnsafe(need);
+    const c = this.compression.compressInto(codec, plaintext, this.scratch.subarray(1));
+    this.scratch[0] = c.codec;
+    if (c.codec === Codec.None) this.scratch.set(plaintext, 1);
+    const x = this.scratch.subarray(0, 1 + c.length);
+    return this.writeSeal === 2 ? this.v2.sealInto(x, AD.blob(type, id), dst, at) : this.v1.sealInto(x, dst, at);
   }
 
   /** Returns the plaintext; throws IntegrityError when it does not open or does not hash to `id`. */

@@ -34,7 +34,12 @@ interface ZstdModule {
 }
 interface ZstdBinding {
   DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
+  CCtx: new () => { setParameter(p: number, v: number): void; compress2(dst: Uint8Array, src: Uint8Array): number };
+  CParameter: { compressionLevel: number };
+  compressBound(n: number): number;
 }
+
+let zstdBinding: ZstdBinding | undefined;
 interface Lz4Module {
   compressSync(b: Buffer): Buffer;
   uncompressSync(b: Uint8Array): Buffer;
@@ -45,6 +50,7 @@ export class Compression {
   private zstdC?: InstanceType<ZstdModule['Compressor']>;
   private zstdD?: InstanceType<ZstdModule['Decompressor']>;
   private zstdDCtx?: InstanceType<ZstdBinding['DCtx']>;
+  private zstdCCtx?: InstanceType<ZstdBinding['CCtx']>;
   private lz4?: Lz4Module;
 
   constructor(private readonly zstdLevel = 1) {}
@@ -78,6 +84,34 @@ export class Compression {
     }
     if (out.length >= data.length) return { codec: Codec.None, bytes: data };
     return { codec, bytes: out };
+  }
+
+  /** The largest output of compressInto for `n` bytes of input (zstd's bound). */
+  static bound(n: number): number {
+    zstdBinding ??= require('zstd-napi/binding.js') as ZstdBinding;
+    return Math.max(n, zstdBinding.compressBound(n));
+  }
+
+  /**
+   * Compresses `data` into `dst` (at least Compression.bound(data.length) bytes)
+   * when that makes it smaller; else returns codec None, and `dst` is left unused
+   * (the payload is `data` itself). zstd writes straight into `dst`: no buffer
+   * per chunk.
+   */
+  compressInto(codec: Codec, data: Uint8Array, dst: Uint8Array): { codec: Codec; length: number } {
+    if (codec === Codec.None) return { codec: Codec.None, length: data.length };
+    if (codec === Codec.Zstd) {
+      if (!this.zstdCCtx) {
+        const b = (zstdBinding ??= require('zstd-napi/binding.js') as ZstdBinding);
+        this.zstdCCtx = new b.CCtx();
+        this.zstdCCtx.setParameter(b.CParameter.compressionLevel, this.zstdLevel);
+      }
+      const n = this.zstdCCtx.compress2(dst, data);
+      return n >= data.length ? { codec: Codec.None, length: data.length } : { codec, length: n };
+    }
+    const c = this.compress(codec, data);
+    if (c.codec !== Codec.None) dst.set(c.bytes);
+    return { codec: c.codec, length: c.bytes.length };
   }
 
   /**

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { CipherGCM, createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { IntegrityError } from './errors.js';
 
 /**
@@ -50,6 +50,20 @@ function gcmOpen(key: Buffer, nonce: Buffer, body: Buffer, tag: Buffer, ad: Uint
   }
 }
 
+/** Writes head parts, the ciphertext, the cipher's final bytes and its tag into `dst` at `at`; returns the length written. */
+function writeSealed(dst: Buffer, at: number, head: Buffer[], body: Buffer, c: CipherGCM): number {
+  const fin = c.final();
+  const tag = c.getAuthTag();
+  const total = head.reduce((t, h) => t + h.length, 0) + body.length + fin.length + tag.length;
+  if (at + total > dst.length) throw new Error(`sealed object of ${total} bytes does not fit at ${at} of ${dst.length}`);
+  let o = at;
+  for (const h of head) o += h.copy(dst, o);
+  o += body.copy(dst, o);
+  o += fin.copy(dst, o);
+  o += tag.copy(dst, o);
+  return o - at;
+}
+
 /** Seal format 1 (version 1 repositories, and v1 objects kept by migrated ones). */
 export class Sealer implements ObjectSealer {
   readonly format = 1 as const;
@@ -74,6 +88,17 @@ export class Sealer implements ObjectSealer {
     for (const p of parts) out.push(c.update(p));
     out.push(c.final(), c.getAuthTag());
     return Buffer.concat(out);
+  }
+
+  /** As seal([x]), written into `dst` at `at` (at least x.length + overhead bytes there); returns the length written. */
+  sealInto(x: Uint8Array, dst: Buffer, at: number): number {
+    if (!this.key) {
+      dst.set(x, at);
+      return x.length;
+    }
+    const nonce = randomBytes(NONCE_BYTES);
+    const c = createCipheriv('aes-256-gcm', this.key, nonce);
+    return writeSealed(dst, at, [nonce], c.update(x), c);
   }
 
   open(sealed: Uint8Array, adOrWhat: Uint8Array | string, what?: string): Buffer {
@@ -114,18 +139,36 @@ export class SaltedSealer implements ObjectSealer {
     return this.key ? SEAL2_OVERHEAD : 0;
   }
 
-  seal(parts: Uint8Array[], ad: Uint8Array): Buffer {
-    if (!this.key) return Buffer.concat(parts);
+  /** The next nonce under the current subkey (a new salt and subkey after perSubkey objects). */
+  private nextNonce(key: Buffer): { subkey: Buffer; salt: Buffer; nonce: Buffer } {
     if (!this.subkey || this.used >= this.perSubkey) {
       this.salt = randomBytes(SALT_BYTES);
-      this.subkey = hkdf32(this.key, this.salt, SUBKEY_INFO);
+      this.subkey = hkdf32(key, this.salt, SUBKEY_INFO);
       this.used = 0;
     }
     const nonce = Buffer.alloc(NONCE_BYTES);
     nonce.writeUIntLE(this.used++, 0, 6);
-    const c = createCipheriv('aes-256-gcm', this.subkey, nonce);
+    return { subkey: this.subkey, salt: this.salt!, nonce };
+  }
+
+  /** As seal([x], ad), written into `dst` at `at` (at least x.length + overhead bytes there); returns the length written. */
+  sealInto(x: Uint8Array, ad: Uint8Array, dst: Buffer, at: number): number {
+    if (!this.key) {
+      dst.set(x, at);
+      return x.length;
+    }
+    const { subkey, salt, nonce } = this.nextNonce(this.key);
+    const c = createCipheriv('aes-256-gcm', subkey, nonce);
     c.setAAD(ad);
-    const out: Buffer[] = [this.salt!, nonce];
+    return writeSealed(dst, at, [salt, nonce], c.update(x), c);
+  }
+
+  seal(parts: Uint8Array[], ad: Uint8Array): Buffer {
+    if (!this.key) return Buffer.concat(parts);
+    const { subkey, salt, nonce } = this.nextNonce(this.key);
+    const c = createCipheriv('aes-256-gcm', subkey, nonce);
+    c.setAAD(ad);
+    const out: Buffer[] = [salt, nonce];
     for (const p of parts) out.push(c.update(p));
     out.push(c.final(), c.getAuthTag());
     return Buffer.concat(out);

@@ -1,5 +1,4 @@
 import { createRequire } from 'node:module';
-import { createBLAKE3 } from 'hash-wasm';
 
 /**
  * Chunk ids: keyed BLAKE3-256 of the plaintext. The native implementation
@@ -41,6 +40,9 @@ export async function createKeyedHasher(key: Uint8Array, prefer: 'native' | 'was
       },
     };
   }
+  // loaded only here: importing hash-wasm (one large CommonJS file, lexed for its
+  // exports by the ESM loader) cost about 50 ms and 10 MB in every worker thread
+  const { createBLAKE3 } = await import('hash-wasm');
   const wasm = await createBLAKE3(256, key);
   return {
     implementation: 'wasm',

@@ -93,3 +93,30 @@ it('format 2 sealer: a salt per writer, counter nonces, a new salt after the per
   sealed.forEach((b, i) => assert.equal(reader.open(b, ad, 'x').toString(), `object ${i}`));
   assert.throws(() => reader.open(sealed[0]!, Buffer.from('other'), 'obj'), /obj: authentication failed/);
 });
+
+for (const seal of [1, 2] as const) {
+  for (const encrypted of [true, false]) {
+    it(`encodeInto writes what encode would, in place (${encrypted ? 'encrypted' : 'plain'}, seal format ${seal})`, async () => {
+      const { hasher, codec } = await codecs(encrypted, seal);
+      const rng = new Rng(11);
+      const dst = Buffer.alloc(4 * 65536 + 4096, 0xee);
+      let at = 7;
+      for (const c of [Codec.Zstd, Codec.Lz4, Codec.None]) {
+        for (const kind of ['text', 'random', 'zero'] as const) {
+          const data = fill(kind, 65536, rng);
+          const id = hasher.hash(data);
+          const n = codec.encodeInto(c, data, BlobType.Data, id, dst, at);
+          const stored = dst.subarray(at, at + n);
+          assert.ok(n <= data.length + 1 + SEAL2_OVERHEAD, 'at most plaintext + codec byte + seal overhead');
+          assert.deepEqual(codec.decode(stored, id, 'test', BlobType.Data, seal), data);
+          if (!encrypted) assert.deepEqual(stored, codec.encode(c, data, BlobType.Data, id), 'unencrypted: the same bytes as encode');
+          if (kind === 'random' && !encrypted) assert.equal(stored[0], Codec.None, 'incompressible: stored raw');
+          at = (at + 65536) % (2 * 65536);
+        }
+      }
+      const tail = Buffer.from(dst.subarray(dst.length - 100));
+      assert.throws(() => codec.encodeInto(Codec.None, fill('random', 65536, rng), BlobType.Data, hasher.hash(Buffer.alloc(1)), dst, dst.length - 100), /does not fit|out of bounds|out of range/);
+      assert.deepEqual(dst.subarray(dst.length - 100), tail, 'nothing written past a blob that does not fit');
+    });
+  }
+}
