@@ -1,6 +1,4 @@
 import { randomInt } from 'node:crypto';
-import * as v8 from 'node:v8';
-import * as vm from 'node:vm';
 import { UserError } from '../repo/errors.js';
 import { BlobType, ID_BYTES, isZeroId } from '../repo/format.js';
 import { RepoWriter } from '../repo/repo-writer.js';
@@ -94,10 +92,6 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     await guard.close();
     throw err;
   }
-  // Opening the repository left the key derivation's memory (argon2id: a 64 MiB
-  // WebAssembly memory) for the collector; free it before the workers and
-  // buffers start, or it adds to the run's peak RSS.
-  collectGarbage();
   const pool = new WorkerPool(repo, options.workers);
   const counters: Counters = { bytesScanned: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, chunksReused: 0, chunksZero: 0 };
   let pagesWritten = 0;
@@ -193,17 +187,6 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
     if (!committed) await writer.abandon().catch(() => {});
     await pool.close();
     await guard.close();
-  }
-}
-
-/** A full collection where V8 lets us ask for one (the same route as gc-pacer.ts); else nothing. */
-function collectGarbage(): void {
-  try {
-    v8.setFlagsFromString('--expose-gc');
-    const gc = vm.runInNewContext('gc') as unknown;
-    if (typeof gc === 'function') (gc as () => void)();
-  } catch {
-    // not available: memory is what V8's heuristics give
   }
 }
 
