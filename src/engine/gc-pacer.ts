@@ -30,6 +30,12 @@ function collector(): GcFn | null {
   return gcFn;
 }
 
+/** One full, synchronous collection, where V8 lets us ask for one; else nothing. */
+export function collectFully(): void {
+  // no options: a full collection ({ type: 'major' } left WebAssembly memory in place, measured)
+  collector()?.();
+}
+
 export class GcPacer {
   private since = 0;
   private readonly gc = collector();
