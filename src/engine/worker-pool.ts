@@ -28,7 +28,16 @@ export interface BlobRef {
 export type WorkerRequest =
   | { op: 'hash'; seq: number; buf: ArrayBuffer; lengths: number[] }
   | { op: 'encode'; seq: number; which: number[]; codec: number }
-  | { op: 'decode'; seq: number; data: ArrayBuffer; items: DecodeItem[]; runs?: boolean; into?: { buf: SharedArrayBuffer; offsets: number[] } }
+  | {
+      op: 'decode';
+      seq: number;
+      /** Moved to the worker; or shared (a restore's read buffer), the data then being `shared` bytes of it. */
+      data: ArrayBuffer | SharedArrayBuffer;
+      shared?: { offset: number; length: number };
+      items: DecodeItem[];
+      runs?: boolean;
+      into?: { buf: SharedArrayBuffer; offsets: number[] };
+    }
   | { op: 'hashPlain'; seq: number; items: Uint8Array[] };
 
 export type WorkerReply =
@@ -163,7 +172,9 @@ export class WorkerPool {
    * As decode, with options: `runs` finds each plaintext's non-zero 4 KiB runs
    * (zero-runs.ts) in the worker; with `into`, item k's plaintext is written at
    * `into.offsets[k]` of that shared buffer (nothing allocated or moved; every
-   * item needs its plainLength then).
+   * item needs its plainLength then). `data` backed by a SharedArrayBuffer is
+   * read in place by the worker (neither copied nor moved): the caller keeps it
+   * unchanged until this resolves.
    */
   async decodeBlobs(
     data: Buffer,
@@ -171,11 +182,18 @@ export class WorkerPool {
     options: { runs?: boolean; into?: { buf: SharedArrayBuffer; offsets: number[] } } = {},
   ): Promise<(DecodedBlob | { error: string })[]> {
     const { runs, into } = options;
-    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer);
-    const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
     const seq = this.nextSeq++;
-    const req: WorkerRequest = { op: 'decode', seq, data: ab as ArrayBuffer, items, runs, ...(into ? { into } : {}) };
-    const r = await this.call<Reply<'decoded'>>(this.pick(), req, [ab as ArrayBuffer]);
+    let req: WorkerRequest;
+    const transfer: ArrayBuffer[] = [];
+    if (data.buffer instanceof SharedArrayBuffer) {
+      req = { op: 'decode', seq, data: data.buffer, shared: { offset: data.byteOffset, length: data.byteLength }, items, runs, ...(into ? { into } : {}) };
+    } else {
+      const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+      const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+      req = { op: 'decode', seq, data: ab, items, runs, ...(into ? { into } : {}) };
+      transfer.push(ab);
+    }
+    const r = await this.call<Reply<'decoded'>>(this.pick(), req, transfer);
     const plain = r.plain ?? into!.buf;
     return r.refs.map((ref) => ('error' in ref ? ref : { data: Buffer.from(plain, ref.offset, ref.length), runs: ref.runs ?? [] }));
   }
