@@ -9,17 +9,18 @@ import { WorkerPool } from './worker-pool.js';
 
 export { DataIntegrityError };
 
-/** Chunks fetched together: 64 x 64 KiB = 4 MiB of disk. */
-const WINDOW = 64;
+/** Chunks fetched together: 32 x 64 KiB = 2 MiB of disk. */
+const WINDOW = 32;
 /** Windows in flight ahead of the consumer (their packed bytes are in READS, their plaintexts in slabs). */
-const WINDOWS_AHEAD = 3;
+const WINDOWS_AHEAD = 4;
 /**
  * Shared buffers of one window each for leased chunks: the windows in flight, and
- * three for the consumer (the window it reads, and up to two whose last writes are
- * still queued or finishing; a consumer that holds more windows than that
- * stalls the fetches until it releases some).
+ * five for the consumer (the window it reads, and up to four whose writes are
+ * still queued or finishing: restore.ts keeps 8 writes of up to 1 MiB in flight;
+ * a consumer that holds more windows than that stalls the fetches until it
+ * releases some). 9 x 2 MiB.
  */
-const SLABS = WINDOWS_AHEAD + 3;
+const SLABS = WINDOWS_AHEAD + 5;
 /** Shared buffers that pack ranges are read into (ranged GETs of at most READ_SIZE), for all windows in flight. */
 const READS = 8;
 const READ_SIZE = 1 << 20;
