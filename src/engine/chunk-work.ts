@@ -142,7 +142,7 @@ export class ChunkWork {
         return { reply: { op: 'encoded', seq: msg.seq, blobs, buf: h.buf }, transfer: [h.buf] };
       }
       case 'decode': {
-        const data = Buffer.from(msg.data);
+        const data = msg.shared ? Buffer.from(msg.data, msg.shared.offset, msg.shared.length) : Buffer.from(msg.data);
         const errors = new Map<number, string>();
         // Plaintexts are decompressed straight into place: into the caller's shared
         // buffer (`into`), else into one new buffer when their lengths are known.
@@ -177,7 +177,8 @@ export class ChunkWork {
 function garbageOf(msg: WorkerRequest): number {
   switch (msg.op) {
     case 'decode':
-      return msg.data.byteLength * 2;
+      // a shared read buffer is reused, not garbage: only the opened (still compressed) blobs are
+      return msg.shared ? msg.shared.length : msg.data.byteLength * 2;
     case 'encode':
       return msg.which.length * 65536; // the cipher's output
     default:

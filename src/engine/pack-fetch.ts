@@ -9,6 +9,35 @@ export const COALESCE_GAP = 256 * 1024;
 /** Ranged GETs in flight per call. */
 export const FETCHES = 4;
 
+/**
+ * Shared read buffers of `size` bytes, handed out in request order and reused: a
+ * restore reads its pack ranges into them (the local store reads in place) and the
+ * workers decode from them where they are, so no buffer is made, faulted in,
+ * moved or collected per read. At most `count` x `size` bytes of packed data are
+ * held, whatever the number of windows in flight.
+ */
+export class ReadBuffers {
+  private readonly free: Uint8Array[] = [];
+  private readonly waiters: ((b: Uint8Array) => void)[] = [];
+  private made = 0;
+
+  constructor(
+    readonly count: number,
+    readonly size: number,
+  ) {}
+
+  acquire(): Promise<Uint8Array> {
+    const b = this.free.pop() ?? (this.made < this.count ? (this.made++, new Uint8Array(new SharedArrayBuffer(this.size))) : undefined);
+    return b ? Promise.resolve(b) : new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(b: Uint8Array): void {
+    const w = this.waiters.shift();
+    if (w) w(b);
+    else this.free.push(b);
+  }
+}
+
 export class DataIntegrityError extends Error {
   constructor(message: string, readonly chunkIds: string[]) {
     super(message);
@@ -33,6 +62,8 @@ export interface FetchOptions {
   into?: { buf: SharedArrayBuffer; offsets: number[] };
   /** When given, runs[k] is set to blob k's non-zero 4 KiB runs ([start, length, ...], zero-runs.ts), found in the worker. */
   runs?: number[][];
+  /** Read pack ranges into these buffers (ranged GETs are then at most their size). */
+  reads?: ReadBuffers;
 }
 
 /**
@@ -95,7 +126,8 @@ async function fetchSome(
   for (const l of located) {
     const g = groups[groups.length - 1];
     const prev = g?.[g.length - 1]?.e;
-    if (g && prev && prev.packId.equals(l.e.packId) && l.e.offset - (prev.offset + prev.length) <= COALESCE_GAP && l.e.offset >= prev.offset) {
+    const fits = !options.reads || (g !== undefined && l.e.offset + l.e.length - g[0]!.e.offset <= options.reads.size);
+    if (g && prev && fits && prev.packId.equals(l.e.packId) && l.e.offset - (prev.offset + prev.length) <= COALESCE_GAP && l.e.offset >= prev.offset) {
       g.push(l);
     } else groups.push([l]);
   }
@@ -121,9 +153,33 @@ async function fetchGroup(
   const first = group[0]!.e;
   const end = group.reduce((m, g) => Math.max(m, g.e.offset + g.e.length), 0);
   const name = packObjectName(first.type, first.packId.toString('hex'));
+  const length = end - first.offset;
+  // a blob longer than a read buffer (none are: blobs are at most a chunk and its seal) is read on its own
+  const readBuf = options.reads && length <= options.reads.size ? await options.reads.acquire() : undefined;
+  try {
+    await readAndDecode(repo, pool, group, wanted, out, options, gone, name, length, readBuf);
+  } finally {
+    if (readBuf) options.reads!.release(readBuf);
+  }
+  options.onGroup?.(Number(process.hrtime.bigint() - started) / 1e9, group.length);
+}
+
+async function readAndDecode(
+  repo: Repository,
+  pool: WorkerPool,
+  group: { k: number; e: IndexEntry }[],
+  wanted: BlobWanted[],
+  out: (Buffer | DataIntegrityError)[],
+  options: FetchOptions,
+  gone: { k: number; packId: Buffer }[],
+  name: string,
+  length: number,
+  readBuf: Uint8Array | undefined,
+): Promise<void> {
+  const first = group[0]!.e;
   let bytes: Buffer;
   try {
-    bytes = await repo.store.get(name, { offset: first.offset, length: end - first.offset });
+    bytes = await repo.store.get(name, { offset: first.offset, length, ...(readBuf ? { into: readBuf } : {}) });
   } catch (err) {
     for (const g of group) {
       if (isNotFound(err)) gone.push({ k: g.k, packId: g.e.packId });
@@ -154,5 +210,4 @@ async function fetchGroup(
       if (options.runs) options.runs[g.k] = p.runs;
     }
   });
-  options.onGroup?.(Number(process.hrtime.bigint() - started) / 1e9, group.length);
 }

@@ -17,7 +17,7 @@ import {
   writeRecord,
 } from './restore-target.js';
 import { SnapshotImage, openDiskImage } from './snapshot-image.js';
-import { WorkerPool } from './worker-pool.js';
+import { WorkerPool, defaultWorkers } from './worker-pool.js';
 import { GcPacer } from './gc-pacer.js';
 import { nonZeroRuns } from './zero-runs.js';
 
@@ -67,8 +67,12 @@ const ZERO_BLOCK = 1 << 20;
  *   into a target whose record (restore-target.ts) says it holds that snapshot and
  *   whose fingerprint has not moved since; the record says 'updating' while the
  *   update runs, so an interrupted one is refused next time.
- * Memory: the snapshot image's windows in flight (snapshot-image.ts) plus
- * WRITES_IN_FLIGHT joined writes of up to 1 MiB.
+ * Memory, whatever the disk's size: the snapshot image's window buffers (9 x 2 MiB,
+ * which the WRITES_IN_FLIGHT joined writes point into) and read buffers (8 x 1 MiB,
+ * snapshot-image.ts), and one worker thread fewer than cores (the main thread
+ * decodes too: WorkerPool's mainDecodes), about 30 MB of RSS each; the rest is the
+ * process (node and the CLI: ~60 MB) and collector slack. Measured: ~135 MB peak
+ * on 2 cores for a 4 GiB disk holding 730 MB.
  */
 export async function restoreDisk(
   repo: Repository,
@@ -78,7 +82,8 @@ export async function restoreDisk(
   options: RestoreOptions = {},
 ): Promise<RestoreReport> {
   const started = Date.now();
-  const pool = new WorkerPool(repo, options.workers);
+  // the main thread decodes beside the workers: one worker fewer than cores
+  const pool = new WorkerPool(repo, options.workers ?? Math.max(1, defaultWorkers() - 1), true);
   try {
     const image = openDiskImage(repo, pool, record, diskIndex);
     if (!options.since) pool.plan(image.disk.nonZeroBytes);

@@ -4,22 +4,26 @@ import { Repository } from '../repo/repository.js';
 import { ManifestReader, chunkCount } from '../snapshot/manifest.js';
 import { DiskRecord, SnapshotRecord } from '../snapshot/snapshot-record.js';
 import { DiskChunk, DiskImage } from './disk-image.js';
-import { DataIntegrityError, fetchBlobs } from './pack-fetch.js';
+import { DataIntegrityError, ReadBuffers, fetchBlobs } from './pack-fetch.js';
 import { WorkerPool } from './worker-pool.js';
 
 export { DataIntegrityError };
 
-/** Chunks fetched together: 64 x 64 KiB = 4 MiB of disk. */
-const WINDOW = 64;
-/** Windows in flight ahead of the consumer (memory: about this many x 4 MiB, plus packed bytes). */
-const WINDOWS_AHEAD = 3;
+/** Chunks fetched together: 32 x 64 KiB = 2 MiB of disk. */
+const WINDOW = 32;
+/** Windows in flight ahead of the consumer (their packed bytes are in READS, their plaintexts in slabs). */
+const WINDOWS_AHEAD = 4;
 /**
  * Shared buffers of one window each for leased chunks: the windows in flight, and
- * three for the consumer (the window it reads, and up to two whose last writes are
- * still queued or finishing; a consumer that holds more windows than that
- * stalls the fetches until it releases some).
+ * five for the consumer (the window it reads, and up to four whose writes are
+ * still queued or finishing: restore.ts keeps 8 writes of up to 1 MiB in flight;
+ * a consumer that holds more windows than that stalls the fetches until it
+ * releases some). 9 x 2 MiB.
  */
-const SLABS = WINDOWS_AHEAD + 3;
+const SLABS = WINDOWS_AHEAD + 5;
+/** Shared buffers that pack ranges are read into (ranged GETs of at most READ_SIZE), for all windows in flight. */
+const READS = 8;
+const READ_SIZE = 1 << 20;
 
 /**
  * A DiskImage over one disk of a committed snapshot. Reads are grouped by pack
@@ -91,8 +95,9 @@ export class SnapshotImage implements DiskImage {
     // Windows are fetched ahead of the consumer, WINDOWS_AHEAD at a time, in order.
     const ahead: Promise<DiskChunk[]>[] = [];
     const slabs = options.lease ? new SlabPool(SLABS, WINDOW * this.chunkSize) : undefined;
+    const reads = new ReadBuffers(READS, READ_SIZE);
     const start = (slots: { index: number; id: Buffer }[]) => {
-      const p = this.fetchWindow(slots, slabs);
+      const p = this.fetchWindow(slots, reads, slabs);
       p.catch(() => {}); // observed when it reaches the head
       ahead.push(p);
     };
@@ -109,7 +114,7 @@ export class SnapshotImage implements DiskImage {
     while (ahead.length) yield* await ahead.shift()!;
   }
 
-  private async fetchWindow(slots: { index: number; id: Buffer }[], slabs?: SlabPool): Promise<DiskChunk[]> {
+  private async fetchWindow(slots: { index: number; id: Buffer }[], reads: ReadBuffers, slabs?: SlabPool): Promise<DiskChunk[]> {
     const out: DiskChunk[] = slots.map((s) => ({
       index: s.index,
       offset: s.index * this.chunkSize,
@@ -126,6 +131,7 @@ export class SnapshotImage implements DiskImage {
       got = await fetchBlobs(this.repo, this.pool, wanted.map((w) => ({ id: w.id, length: w.c.length })), {
         label: `snapshot ${this.record.id} disk ${this.disk.name}`,
         runs,
+        reads,
         ...(slab ? { into: { buf: slab, offsets: wanted.map((w) => w.k * this.chunkSize) } } : {}),
       });
       got.forEach((g) => {

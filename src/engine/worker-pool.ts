@@ -29,7 +29,16 @@ export type WorkerRequest =
   /** Chunks laid end to end from `base` (room before them for the encoded blobs: ENCODE_HEADROOM per chunk). */
   | { op: 'hash'; seq: number; buf: ArrayBuffer; base: number; lengths: number[] }
   | { op: 'encode'; seq: number; which: number[]; codec: number }
-  | { op: 'decode'; seq: number; data: ArrayBuffer; items: DecodeItem[]; runs?: boolean; into?: { buf: SharedArrayBuffer; offsets: number[] } }
+  | {
+      op: 'decode';
+      seq: number;
+      /** Moved to the worker; or shared (a restore's read buffer), the data then being `shared` bytes of it. */
+      data: ArrayBuffer | SharedArrayBuffer;
+      shared?: { offset: number; length: number };
+      items: DecodeItem[];
+      runs?: boolean;
+      into?: { buf: SharedArrayBuffer; offsets: number[] };
+    }
   | { op: 'hashPlain'; seq: number; items: Uint8Array[] };
 
 export type WorkerReply =
@@ -69,11 +78,19 @@ export class WorkerPool {
   private nextSeq = 1;
   private dead: Error | null = null;
   private inline: Promise<ChunkWork> | null = null;
+  /** The calling thread's own ChunkWork when it decodes beside the workers (`mainDecodes`). */
+  private mainWork: Promise<ChunkWork> | null = null;
 
   /** Threads start on first use: a command that ends up reading no data (a diff, an unchanged disk) starts none. */
   constructor(
     repo: Repository,
     readonly size = defaultWorkers(),
+    /**
+     * The calling thread decodes too, whenever every worker already has
+     * MAIN_DECODES_AFTER decodes queued: a restore's main thread mostly waits on
+     * I/O, so one worker fewer (its isolate is ~35 MB of RSS) keeps the cores as busy.
+     */
+    private readonly mainDecodes = false,
   ) {
     this.setup = {
       encryptionKey: repo.master.encryptionKey ? new Uint8Array(repo.master.encryptionKey) : null,
@@ -169,7 +186,9 @@ export class WorkerPool {
    * As decode, with options: `runs` finds each plaintext's non-zero 4 KiB runs
    * (zero-runs.ts) in the worker; with `into`, item k's plaintext is written at
    * `into.offsets[k]` of that shared buffer (nothing allocated or moved; every
-   * item needs its plainLength then).
+   * item needs its plainLength then). `data` backed by a SharedArrayBuffer is
+   * read in place by the worker (neither copied nor moved): the caller keeps it
+   * unchanged until this resolves.
    */
   async decodeBlobs(
     data: Buffer,
@@ -177,11 +196,23 @@ export class WorkerPool {
     options: { runs?: boolean; into?: { buf: SharedArrayBuffer; offsets: number[] } } = {},
   ): Promise<(DecodedBlob | { error: string })[]> {
     const { runs, into } = options;
-    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer);
-    const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
     const seq = this.nextSeq++;
-    const req: WorkerRequest = { op: 'decode', seq, data: ab as ArrayBuffer, items, runs, ...(into ? { into } : {}) };
-    const r = await this.call<Reply<'decoded'>>(this.pick(), req, [ab as ArrayBuffer]);
+    let req: WorkerRequest;
+    const transfer: ArrayBuffer[] = [];
+    if (data.buffer instanceof SharedArrayBuffer) {
+      req = { op: 'decode', seq, data: data.buffer, shared: { offset: data.byteOffset, length: data.byteLength }, items, runs, ...(into ? { into } : {}) };
+    } else {
+      const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+      const ab = own ? (data.buffer as ArrayBuffer) : data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+      req = { op: 'decode', seq, data: ab, items, runs, ...(into ? { into } : {}) };
+      transfer.push(ab);
+    }
+    const w = this.pick();
+    let r: Reply<'decoded'>;
+    if (this.mainDecodes && !this.inline && !this.dead && this.load[w]! >= MAIN_DECODES_AFTER) {
+      const work = await (this.mainWork ??= ChunkWork.create(this.setup));
+      r = work.handle(req).reply as Reply<'decoded'>;
+    } else r = await this.call<Reply<'decoded'>>(w, req, transfer);
     const plain = r.plain ?? into!.buf;
     return r.refs.map((ref) => ('error' in ref ? ref : { data: Buffer.from(plain, ref.offset, ref.length), runs: ref.runs ?? [] }));
   }
@@ -195,6 +226,9 @@ export class WorkerPool {
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
+
+/** Decodes queued on the least busy worker before the calling thread (mainDecodes) takes one itself. */
+const MAIN_DECODES_AFTER = 2;
 
 export function defaultWorkers(): number {
   const env = Number(process.env.PILOTLIGHT_WORKERS);

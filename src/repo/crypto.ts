@@ -44,7 +44,11 @@ function gcmOpen(key: Buffer, nonce: Buffer, body: Buffer, tag: Buffer, ad: Uint
   if (ad) d.setAAD(ad);
   d.setAuthTag(tag);
   try {
-    return Buffer.concat([d.update(body), d.final()]);
+    // GCM's final() returns no bytes: the plaintext is update()'s buffer (no second
+    // buffer and copy per blob), handed out only after final() checked the tag
+    const plain = d.update(body);
+    const rest = d.final();
+    return rest.length ? Buffer.concat([plain, rest]) : plain;
   } catch {
     throw new IntegrityError(`${what}: authentication failed (the bytes were changed, belong to another key, or were moved from another object)`);
   }

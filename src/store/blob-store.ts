@@ -86,6 +86,13 @@ export type BlobKind = 'data' | 'metadata';
 export interface ByteRange {
   offset: number;
   length: number;
+  /**
+   * A buffer the range may be read into (at least `length` bytes; may be backed by a
+   * SharedArrayBuffer): the local store reads into it and returns a view of it, so a
+   * restore reuses a few buffers instead of faulting in a new one per read. Stores
+   * that cannot (S3) ignore it and return a buffer of their own.
+   */
+  into?: Uint8Array;
 }
 
 export interface BlobInfo {

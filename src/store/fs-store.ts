@@ -120,7 +120,8 @@ export class FsStore implements BlobStore {
       if (range.offset < 0 || range.length < 0 || range.offset + range.length > size) {
         throw new BlobRangeError(name, range, size);
       }
-      const buf = Buffer.allocUnsafe(range.length);
+      const into = range.into && range.into.length >= range.length ? range.into : null;
+      const buf = into ? Buffer.from(into.buffer, into.byteOffset, range.length) : Buffer.allocUnsafe(range.length);
       let done = 0;
       while (done < range.length) {
         const { bytesRead } = await fh.read(buf, done, range.length - done, range.offset + done);
