@@ -95,7 +95,8 @@ export class SnapshotImage implements DiskImage {
     // Windows are fetched ahead of the consumer, WINDOWS_AHEAD at a time, in order.
     const ahead: Promise<DiskChunk[]>[] = [];
     const slabs = options.lease ? new SlabPool(SLABS, WINDOW * this.chunkSize) : undefined;
-    const reads = new ReadBuffers(READS, READ_SIZE);
+    // S3 returns each body as its own buffer: ranges there stay as long as coalescing makes them (fewer GETs)
+    const reads = this.repo.store.capabilities.readsInto ? new ReadBuffers(READS, READ_SIZE) : undefined;
     const start = (slots: { index: number; id: Buffer }[]) => {
       const p = this.fetchWindow(slots, reads, slabs);
       p.catch(() => {}); // observed when it reaches the head
@@ -114,7 +115,7 @@ export class SnapshotImage implements DiskImage {
     while (ahead.length) yield* await ahead.shift()!;
   }
 
-  private async fetchWindow(slots: { index: number; id: Buffer }[], reads: ReadBuffers, slabs?: SlabPool): Promise<DiskChunk[]> {
+  private async fetchWindow(slots: { index: number; id: Buffer }[], reads: ReadBuffers | undefined, slabs?: SlabPool): Promise<DiskChunk[]> {
     const out: DiskChunk[] = slots.map((s) => ({
       index: s.index,
       offset: s.index * this.chunkSize,
@@ -131,7 +132,7 @@ export class SnapshotImage implements DiskImage {
       got = await fetchBlobs(this.repo, this.pool, wanted.map((w) => ({ id: w.id, length: w.c.length })), {
         label: `snapshot ${this.record.id} disk ${this.disk.name}`,
         runs,
-        reads,
+        ...(reads ? { reads } : {}),
         ...(slab ? { into: { buf: slab, offsets: wanted.map((w) => w.k * this.chunkSize) } } : {}),
       });
       got.forEach((g) => {

@@ -72,6 +72,12 @@ export interface ObjectLockControl {
 export interface StoreCapabilities {
   /** put({ifNotExists}) is atomic against concurrent writers of the same name. */
   conditionalPut: boolean;
+  /**
+   * get() reads a range into `ByteRange.into` when given one (the local directory). Where
+   * it does not (S3: the body arrives as its own buffer), readers should not cut their
+   * ranges to the size of such buffers: each range is a request.
+   */
+  readsInto?: boolean;
 }
 
 export interface PutOptions {

@@ -38,7 +38,7 @@ const TEMP_PID_REUSE_MS = 24 * 3600_000;
  * store puts into it, and from the whole tree by `sweepTemp()` (`pilotlight repair`).
  */
 export class FsStore implements BlobStore {
-  readonly capabilities: StoreCapabilities = { conditionalPut: true };
+  readonly capabilities: StoreCapabilities = { conditionalPut: true, readsInto: true };
   readonly location: string;
   private readonly swept = new Set<string>();
 
