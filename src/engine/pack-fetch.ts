@@ -157,57 +157,42 @@ async function fetchGroup(
   // a blob longer than a read buffer (none are: blobs are at most a chunk and its seal) is read on its own
   const readBuf = options.reads && length <= options.reads.size ? await options.reads.acquire() : undefined;
   try {
-    await readAndDecode(repo, pool, group, wanted, out, options, gone, name, length, readBuf);
+    let bytes: Buffer | undefined;
+    try {
+      bytes = await repo.store.get(name, { offset: first.offset, length, ...(readBuf ? { into: readBuf } : {}) });
+    } catch (err) {
+      for (const g of group) {
+        if (isNotFound(err)) gone.push({ k: g.k, packId: g.e.packId });
+        const hex = g.e.id.toString('hex');
+        out[g.k] = new DataIntegrityError(`${options.label}: cannot read pack ${name}: ${(err as Error).message}`, [hex]);
+      }
+    }
+    if (bytes) {
+      const items = group.map((g) => ({
+        offset: g.e.offset - first.offset,
+        length: g.e.length,
+        id: g.e.id,
+        plainLength: wanted[g.k]!.length, // decompressed in place; another length fails the decode
+        type: g.e.type,
+        seal: g.e.seal,
+        what: `chunk ${g.e.id.toString('hex')} in ${name}`,
+      }));
+      const into = options.into ? { buf: options.into.buf, offsets: group.map((g) => options.into!.offsets[g.k]!) } : undefined;
+      const plains = await pool.decodeBlobs(bytes, items, { runs: options.runs !== undefined, into });
+      plains.forEach((p, j) => {
+        const g = group[j]!;
+        const hex = g.e.id.toString('hex');
+        const expected = wanted[g.k]!.length;
+        if ('error' in p) out[g.k] = new DataIntegrityError(`${options.label}: ${p.error}`, [hex]);
+        else if (p.data.length !== expected) out[g.k] = new DataIntegrityError(`${options.label}: chunk ${hex} has ${p.data.length} bytes, expected ${expected}`, [hex]);
+        else {
+          out[g.k] = p.data;
+          if (options.runs) options.runs[g.k] = p.runs;
+        }
+      });
+    }
   } finally {
     if (readBuf) options.reads!.release(readBuf);
   }
   options.onGroup?.(Number(process.hrtime.bigint() - started) / 1e9, group.length);
-}
-
-async function readAndDecode(
-  repo: Repository,
-  pool: WorkerPool,
-  group: { k: number; e: IndexEntry }[],
-  wanted: BlobWanted[],
-  out: (Buffer | DataIntegrityError)[],
-  options: FetchOptions,
-  gone: { k: number; packId: Buffer }[],
-  name: string,
-  length: number,
-  readBuf: Uint8Array | undefined,
-): Promise<void> {
-  const first = group[0]!.e;
-  let bytes: Buffer;
-  try {
-    bytes = await repo.store.get(name, { offset: first.offset, length, ...(readBuf ? { into: readBuf } : {}) });
-  } catch (err) {
-    for (const g of group) {
-      if (isNotFound(err)) gone.push({ k: g.k, packId: g.e.packId });
-      const hex = g.e.id.toString('hex');
-      out[g.k] = new DataIntegrityError(`${options.label}: cannot read pack ${name}: ${(err as Error).message}`, [hex]);
-    }
-    return;
-  }
-  const items = group.map((g) => ({
-    offset: g.e.offset - first.offset,
-    length: g.e.length,
-    id: g.e.id,
-    plainLength: wanted[g.k]!.length, // decompressed in place; another length fails the decode
-    type: g.e.type,
-    seal: g.e.seal,
-    what: `chunk ${g.e.id.toString('hex')} in ${name}`,
-  }));
-  const into = options.into ? { buf: options.into.buf, offsets: group.map((g) => options.into!.offsets[g.k]!) } : undefined;
-  const plains = await pool.decodeBlobs(bytes, items, { runs: options.runs !== undefined, into });
-  plains.forEach((p, j) => {
-    const g = group[j]!;
-    const hex = g.e.id.toString('hex');
-    const expected = wanted[g.k]!.length;
-    if ('error' in p) out[g.k] = new DataIntegrityError(`${options.label}: ${p.error}`, [hex]);
-    else if (p.data.length !== expected) out[g.k] = new DataIntegrityError(`${options.label}: chunk ${hex} has ${p.data.length} bytes, expected ${expected}`, [hex]);
-    else {
-      out[g.k] = p.data;
-      if (options.runs) options.runs[g.k] = p.runs;
-    }
-  });
 }
