@@ -90,8 +90,9 @@ export async function fetchBlobs(
   // was read. Catch up with the GC epochs and fetch the blobs that moved from where they are now.
   await repo.refreshIndex();
   const now = await (await repo.cache()).getMany(gone.map((g) => wanted[g.k]!.id));
-  const moved = gone.filter((g, i) => now[i] && !now[i]!.packId.equals(g.packId)).map((g) => g.k);
-  const stuck = gone.filter((g, i) => !(now[i] && !now[i]!.packId.equals(g.packId))).map((g) => g.k);
+  const moved: number[] = [];
+  const stuck: number[] = [];
+  gone.forEach((g, i) => (now[i] && !now[i]!.packId.equals(g.packId) ? moved : stuck).push(g.k));
   if (moved.length) await fetchSome(repo, pool, wanted, moved, out, options);
   // still where the pack is gone: the cache may have kept a location the prune deleted while
   // another survives in an index file it loaded before (LocalCache.rebuild): reload once
