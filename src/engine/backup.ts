@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { UserError } from '../repo/errors.js';
 import { BlobType, ID_BYTES, isZeroId } from '../repo/format.js';
-import { RepoWriter } from '../repo/repo-writer.js';
+import { NewBlob, RepoWriter } from '../repo/repo-writer.js';
 import { Repository } from '../repo/repository.js';
 import { ManifestBuilder, ManifestReader, chunkCount } from '../snapshot/manifest.js';
 import {
@@ -72,8 +72,10 @@ export interface BackupReport extends SnapshotStats {
  * the new chunks, writes manifests, and commits the snapshot record last.
  * Memory is bounded by the batches in flight (inFlight buffers of 4 MiB + 4 KiB,
  * each holding a batch's reads and then its encoded blobs until they are in a
- * pack), the open and uploading packs (maxUploads + 2 packs), and
- * one leaf-id list per disk (32 bytes per 64 MiB of disk: 512 KiB per TiB).
+ * pack), the packs being filled and uploaded (to a store that appends, the local
+ * directory, data packs are written as they fill and hold no memory; else
+ * maxUploads + 2 packs), and one leaf-id list per disk (32 bytes per 64 MiB of
+ * disk: 512 KiB per TiB).
  */
 export async function runBackup(repo: Repository, source: DiskSource, options: BackupOptions = {}): Promise<BackupReport> {
   const started = Date.now();
@@ -325,6 +327,7 @@ async function backupDisk(
 
   const commit = async (r: BatchResult): Promise<void> => {
     const { batch, ids, isZero, newBlobs } = r;
+    const blobs: NewBlob[] = [];
     for (let i = 0; i < batch.lengths.length; i++) {
       const id = ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
       const len = batch.lengths[i]!;
@@ -333,10 +336,9 @@ async function backupDisk(
         counters.chunksZero++;
         continue;
       }
-      const blob = newBlobs.get(i);
-      if (blob) {
-        const stored = blob;
-        await writer.add(BlobType.Data, Buffer.from(id), stored, len);
+      const stored = newBlobs.get(i);
+      if (stored) {
+        blobs.push({ id: Buffer.from(id), stored, rawLength: len });
         counters.chunksNew++;
         counters.bytesNew += len;
         counters.bytesStored += stored.length;
@@ -344,9 +346,10 @@ async function backupDisk(
         counters.chunksReused++;
       }
     }
+    await writer.addMany(BlobType.Data, blobs);
     counters.bytesScanned += batch.length;
     options.progress?.advance(batch.length);
-    // writer.add copied every blob into a pack: the buffer is free for the next read
+    // addMany copied or wrote every blob into a pack: the buffer is free for the next read
     buffers.release(r.buf);
   };
 

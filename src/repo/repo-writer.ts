@@ -1,4 +1,6 @@
-import { BlobType, ID_BYTES, INDEX_PREFIX, packObjectName } from './format.js';
+import { AppendingPut, BlobStore, PutOptions } from '../store/blob-store.js';
+import { BlobType, DATA_PREFIX, ID_BYTES, INDEX_PREFIX, packObjectName } from './format.js';
+import { HashStream, KeyedHasher } from './hasher.js';
 import { IndexEntry, encodeIndexFile } from './index-file.js';
 import { PackEntry, encodeTrailer } from './pack.js';
 import { Repository } from './repository.js';
@@ -28,6 +30,13 @@ export interface WriterOptions {
   onPackStored?: (entries: IndexEntry[]) => Promise<void>;
 }
 
+/** A blob to add: its id, its stored (sealed) bytes and its plaintext length. */
+export interface NewBlob {
+  id: Buffer;
+  stored: Uint8Array;
+  rawLength: number;
+}
+
 /**
  * Appends blobs to packs (one open pack per blob type: disk data and manifest pages
  * never share a pack), uploads full packs, and writes index files as packs land:
@@ -39,7 +48,7 @@ export interface WriterOptions {
  * a blob twice and never stores one the repository already holds.
  */
 export class RepoWriter {
-  private readonly open = new Map<BlobType, OpenPack>();
+  private readonly open = new Map<BlobType, FillingPack>();
   /** Data pack buffers whose upload finished, reused (no 16 MiB allocation per pack). */
   private readonly spare: Buffer[] = [];
   /** Ids added by this run and not yet in the local cache: hex -> true. Bounded by unindexed packs. */
@@ -90,31 +99,64 @@ export class RepoWriter {
    * Adds an encoded blob (already claimed). Resolves when the writer has room for
    * more: callers that await it get back-pressure from slow uploads.
    */
-  async add(type: BlobType, id: Buffer, stored: Buffer, rawLength: number): Promise<void> {
-    if (this.failure) throw this.failure;
-    if (id.length !== ID_BYTES) throw new Error('bad id length');
-    let p = this.open.get(type);
-    if (!p) this.open.set(type, (p = new OpenPack(this.repo.config.packSize, type === BlobType.Data, type === BlobType.Data ? this.spare.pop() : undefined)));
-    p.append(type, id, stored, rawLength);
-    if (p.size >= this.repo.config.packSize) {
-      this.open.delete(type);
-      await this.startUpload(type, p);
-    }
+  add(type: BlobType, id: Buffer, stored: Uint8Array, rawLength: number): Promise<void> {
+    return this.addMany(type, [{ id, stored, rawLength }]);
   }
 
-  private async startUpload(type: BlobType, pack: OpenPack): Promise<void> {
+  /**
+   * Adds encoded blobs (already claimed), in order. When it resolves their bytes are
+   * in a pack (copied into its buffer, or written to the store's append put): the
+   * caller may reuse the memory they were in. Back-pressure as add().
+   */
+  async addMany(type: BlobType, blobs: readonly NewBlob[]): Promise<void> {
+    for (const b of blobs) {
+      if (this.failure) throw this.failure;
+      if (b.id.length !== ID_BYTES) throw new Error('bad id length');
+      const p = this.open.get(type) ?? (await this.openPack(type));
+      p.append(type, b.id, b.stored, b.rawLength);
+      if (p.size >= this.repo.config.packSize) {
+        this.open.delete(type);
+        await this.startUpload(type, p);
+      }
+    }
+    await this.open.get(type)?.flush();
+  }
+
+  /**
+   * A new pack of `type`. Data packs are written to the store as they fill where it can
+   * append (the local directory: no pack held in memory); else, and for metadata, they
+   * fill a buffer.
+   */
+  private async openPack(type: BlobType): Promise<FillingPack> {
+    const data = type === BlobType.Data;
+    const store = this.repo.store;
+    const p: FillingPack =
+      data && store.openAppend
+        ? new AppendedPack(await store.openAppend(DATA_PREFIX), await this.repo.hasher.stream())
+        : new BufferedPack(store, this.repo.hasher, this.repo.config.packSize, data, data ? this.spare.pop() : undefined, (b) => {
+            // the store is done with the bytes: the next data pack fills the same buffer
+            if (this.spare.length < 1) this.spare.push(b);
+          });
+    this.open.set(type, p);
+    return p;
+  }
+
+  private async startUpload(type: BlobType, pack: FillingPack): Promise<void> {
     while (this.uploads.size >= this.maxUploads) await Promise.race(this.uploads);
-    if (this.failure) throw this.failure;
+    if (this.failure) {
+      await pack.abort();
+      throw this.failure;
+    }
     const entries = pack.entries;
-    const bytes = pack.finish(encodeTrailer(entries, this.repo.sealer, type));
-    const packId = this.repo.hasher.hash(bytes);
+    const closed = await pack.close(encodeTrailer(entries, this.repo.sealer, type));
+    const packId = closed.packId;
     const name = packObjectName(type, packId.toString('hex'));
-    const up = this.repo.store
-      .put(name, bytes, { kind: type === BlobType.Data ? 'data' : 'metadata' })
+    const up = closed
+      .store(name, { kind: type === BlobType.Data ? 'data' : 'metadata' })
       .then(() => {
         this.stats.packsWritten++;
         this.own.add(packId.toString('hex'));
-        this.stats.packBytes += bytes.length;
+        this.stats.packBytes += closed.bytes;
         for (const e of entries) this.unindexed.push({ ...e, packId, seal: this.repo.blobSeal });
         this.unindexedPacks++;
         if (this.unindexedPacks >= this.packsPerIndex) this.queueIndexWrite();
@@ -124,8 +166,7 @@ export class RepoWriter {
       })
       .finally(() => {
         this.uploads.delete(up);
-        // the store is done with the bytes: the next data pack fills the same buffer
-        if (type === BlobType.Data && this.spare.length < 1) this.spare.push(pack.buffer);
+        closed.release();
       });
     this.uploads.add(up);
   }
@@ -170,8 +211,11 @@ export class RepoWriter {
     if (this.failure) throw this.failure;
   }
 
-  /** Waits for uploads in flight without indexing; used when a run is abandoned. */
+  /** Drops the packs being filled and waits for uploads in flight without indexing; used when a run is abandoned. */
   async abandon(): Promise<void> {
+    const filling = [...this.open.values()];
+    this.open.clear();
+    for (const p of filling) await p.abort().catch(() => {});
     while (this.uploads.size > 0) await Promise.race(this.uploads);
     await this.indexChain;
   }
@@ -184,21 +228,47 @@ export async function writeIndexFile(repo: Repository, entries: IndexEntry[]): P
   return name;
 }
 
-/** A pack being filled: blobs are copied into one buffer as they come, so closing it copies nothing. */
-class OpenPack {
+/** A pack being filled, then closed with its trailer and stored under its content name. */
+interface FillingPack {
+  /** Bytes of blobs so far. */
+  readonly size: number;
+  readonly entries: PackEntry[];
+  /** Adds a blob; its bytes may be held (not copied) until flush() resolves. */
+  append(type: BlobType, id: Buffer, stored: Uint8Array, rawLength: number): void;
+  /** Resolves once every blob appended is copied or written: their memory is free again. */
+  flush(): Promise<void>;
+  /** Appends the trailer; the pack's id (keyed BLAKE3 of all its bytes) and how to store it. */
+  close(trailer: Buffer): Promise<ClosedPack>;
+  /** Drops the pack (a no-op for a buffer; removes an append put's temporary). */
+  abort(): Promise<void>;
+}
+
+interface ClosedPack {
+  packId: Buffer;
+  bytes: number;
+  /** Stores the pack as `name` (put, or the append put's commit). */
+  store(name: string, options: PutOptions): Promise<void>;
+  /** Called once the store is done with the pack, whatever the outcome. */
+  release(): void;
+}
+
+/** A pack filled in one buffer: blobs are copied in as they come, so closing it copies nothing. */
+class BufferedPack implements FillingPack {
   private buf: Buffer;
   size = 0;
   readonly entries: PackEntry[] = [];
 
   /** Data packs start at full size (or in `reuse`); metadata packs usually stay small: 1 MiB, grown by doubling. */
-  constructor(packSize: number, data: boolean, reuse?: Buffer) {
+  constructor(
+    private readonly store: BlobStore,
+    private readonly hasher: KeyedHasher,
+    packSize: number,
+    data: boolean,
+    reuse: Buffer | undefined,
+    private readonly onRelease: (b: Buffer) => void,
+  ) {
     const full = packSize + 2 * 65536; // a pack closes at the first blob past packSize; room for a typical trailer (more grows the buffer)
     this.buf = data && reuse && reuse.length >= full ? reuse : Buffer.allocUnsafe(data ? full : Math.min(full, 1 << 20));
-  }
-
-  /** The whole buffer, for reuse once the pack is stored. */
-  get buffer(): Buffer {
-    return this.buf;
   }
 
   private reserve(n: number): void {
@@ -208,17 +278,73 @@ class OpenPack {
     this.buf = bigger;
   }
 
-  append(type: BlobType, id: Buffer, stored: Buffer, rawLength: number): void {
+  append(type: BlobType, id: Buffer, stored: Uint8Array, rawLength: number): void {
     this.reserve(stored.length);
-    stored.copy(this.buf, this.size);
+    this.buf.set(stored, this.size);
     this.entries.push({ type, id, offset: this.size, length: stored.length, rawLength });
     this.size += stored.length;
   }
 
-  /** The whole pack: blobs, then the sealed trailer and its length. */
-  finish(trailer: Buffer): Buffer {
+  async flush(): Promise<void> {}
+
+  async close(trailer: Buffer): Promise<ClosedPack> {
     this.reserve(trailer.length);
     trailer.copy(this.buf, this.size);
-    return this.buf.subarray(0, this.size + trailer.length);
+    const bytes = this.buf.subarray(0, this.size + trailer.length);
+    return {
+      packId: this.hasher.hash(bytes),
+      bytes: bytes.length,
+      store: (name, options) => this.store.put(name, bytes, options),
+      release: () => this.onRelease(this.buf),
+    };
+  }
+
+  async abort(): Promise<void> {}
+}
+
+/**
+ * A pack written to the store as it fills (BlobStore.openAppend): the blobs appended
+ * since the last flush are written with one vectored write, straight from the memory
+ * they were sealed in, and hashed on the way for the pack's name.
+ */
+class AppendedPack implements FillingPack {
+  size = 0;
+  readonly entries: PackEntry[] = [];
+  private staged: Uint8Array[] = [];
+
+  constructor(
+    private readonly put: AppendingPut,
+    private readonly hash: HashStream,
+  ) {}
+
+  append(type: BlobType, id: Buffer, stored: Uint8Array, rawLength: number): void {
+    this.staged.push(stored);
+    this.hash.update(stored);
+    this.entries.push({ type, id, offset: this.size, length: stored.length, rawLength });
+    this.size += stored.length;
+  }
+
+  async flush(): Promise<void> {
+    if (this.staged.length === 0) return;
+    const parts = this.staged;
+    this.staged = [];
+    await this.put.append(parts);
+  }
+
+  async close(trailer: Buffer): Promise<ClosedPack> {
+    this.staged.push(trailer);
+    this.hash.update(trailer);
+    try {
+      await this.flush();
+    } catch (err) {
+      await this.put.abort();
+      throw err;
+    }
+    return { packId: this.hash.digest(), bytes: this.put.size, store: (name, options) => this.put.commit(name, options), release: () => {} };
+  }
+
+  abort(): Promise<void> {
+    this.staged = [];
+    return this.put.abort();
   }
 }

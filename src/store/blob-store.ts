@@ -40,6 +40,32 @@ export interface BlobStore {
   close(): Promise<void>;
   /** Object Lock (WORM retention), where the backend has it (S3 with Object Lock); decorators pass it through. */
   readonly objectLock?: ObjectLockControl;
+  /**
+   * Starts a put whose bytes arrive in pieces and whose name is known only at the end
+   * (a content-named pack, written as it fills instead of held in memory), where the
+   * backend can (the local directory; decorators pass it through when their inner
+   * store has it). `near` is the object's future name, or a prefix of it: the backend
+   * keeps the pieces close to it (the local directory: in the same file system).
+   */
+  openAppend?(near: string): Promise<AppendingPut>;
+}
+
+/**
+ * A put in pieces (BlobStore.openAppend). Until `commit` returns nothing is visible
+ * under any name, in this or any other process, and a writer that dies leaves only
+ * a temporary that is never listed and is swept like put's. Once `commit` returns,
+ * the object has every guarantee of a put of the same bytes. `append` calls must not
+ * overlap; the parts may be reused once its promise resolves.
+ */
+export interface AppendingPut {
+  /** Bytes appended so far. */
+  readonly size: number;
+  /** Appends the parts, in order. */
+  append(parts: readonly Uint8Array[]): Promise<void>;
+  /** Makes the bytes durable as `name` (as put with these options). The handle is spent, whatever the outcome. */
+  commit(name: string, options?: PutOptions): Promise<void>;
+  /** Drops what was appended (idempotent; a no-op after commit). */
+  abort(): Promise<void>;
 }
 
 export type ObjectLockMode = 'COMPLIANCE' | 'GOVERNANCE';

@@ -3,6 +3,7 @@ import { promises as fsp, constants as fsc } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
+  AppendingPut,
   BlobExistsError,
   BlobInfo,
   BlobNotFoundError,
@@ -73,19 +74,100 @@ export class FsStore implements BlobStore {
   async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     const target = this.file(name);
     const dir = path.dirname(target);
+    await this.prepareDir(dir);
+    const tmp = tempIn(dir);
+    const fh = await fsp.open(tmp, 'wx', 0o600);
+    try {
+      await fh.writeFile(data);
+      await this.syncFile(fh);
+    } catch (err) {
+      await fh.close();
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+    await fh.close();
+    await this.place(tmp, name, options);
+  }
+
+  /**
+   * A put in pieces: the temp is written in the directory `near` names completely (for
+   * `data/`, the data directory), appended to as the pieces come, then fsynced and
+   * moved into place as put's is. A temp that takes long to fill is still never a live
+   * writer's when swept by this host (its pid is alive); another host removes it only
+   * once it has not been written to for an hour, and the commit then fails: nothing is
+   * lost, the run that wrote it fails and the next one writes the pack again.
+   */
+  async openAppend(near: string): Promise<AppendingPut> {
+    const slash = near.lastIndexOf('/');
+    const rel = slash >= 0 ? near.slice(0, slash) : '';
+    const dir = rel ? path.dirname(this.file(`${rel}/x`)) : this.location;
+    await this.prepareDir(dir);
+    const tmp = tempIn(dir);
+    const fh = await fsp.open(tmp, 'wx', 0o600);
+    let size = 0;
+    let open = true;
+    const drop = async (): Promise<void> => {
+      if (!open) return;
+      open = false;
+      await fh.close().catch(() => {});
+      await fsp.rm(tmp, { force: true });
+    };
+    return {
+      get size() {
+        return size;
+      },
+      append: async (parts) => {
+        if (!open) throw new Error('append to a put that was committed or aborted');
+        let left = parts.filter((p) => p.byteLength > 0);
+        while (left.length > 0) {
+          const { bytesWritten } = await fh.writev(left as Uint8Array[], size);
+          size += bytesWritten;
+          left = skipBytes(left, bytesWritten);
+        }
+      },
+      commit: async (name, options = {}) => {
+        if (!open) throw new Error('commit of a put that was committed or aborted');
+        try {
+          this.file(name);
+          await this.syncFile(fh);
+        } catch (err) {
+          await drop();
+          throw err;
+        }
+        open = false;
+        try {
+          await fh.close();
+          await this.prepareDir(path.dirname(this.file(name)));
+        } catch (err) {
+          await fsp.rm(tmp, { force: true });
+          throw err;
+        }
+        await this.place(tmp, name, options);
+      },
+      abort: drop,
+    };
+  }
+
+  /** mkdir -p (durably), and the first time this store writes there, sweeps dead writers' temps. */
+  private async prepareDir(dir: string): Promise<void> {
     await this.makeDir(dir);
     if (!this.swept.has(dir)) {
       this.swept.add(dir);
       await this.sweepDir(dir, TEMP_SAFE_AGE_MS).catch(() => 0); // housekeeping: never fails a put
     }
-    const tmp = path.join(dir, `.tmp-${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`);
-    const fh = await fsp.open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(data);
-      await (this.options.syncFile ? this.options.syncFile(fh, (f) => f.sync()) : fh.sync());
-    } finally {
-      await fh.close();
-    }
+  }
+
+  private syncFile(fh: fsp.FileHandle): Promise<void> {
+    return this.options.syncFile ? this.options.syncFile(fh, (f) => f.sync()) : fh.sync();
+  }
+
+  /**
+   * Moves a written and fsynced temp into place as `name` (a link for ifNotExists, so
+   * that a concurrent writer of the name fails instead of being overwritten), then
+   * fsyncs the directory. The temp is removed when that fails.
+   */
+  private async place(tmp: string, name: string, options: PutOptions): Promise<void> {
+    const target = this.file(name);
     try {
       if (options.ifNotExists) {
         try {
@@ -102,7 +184,7 @@ export class FsStore implements BlobStore {
       await fsp.rm(tmp, { force: true });
       throw err;
     }
-    await this.syncDir(dir);
+    await this.syncDir(path.dirname(target));
   }
 
   async get(name: string, range?: ByteRange): Promise<Buffer> {
@@ -185,7 +267,7 @@ export class FsStore implements BlobStore {
    * A temp is removed when its writer ran on this host and its pid is dead, or (another
    * host's, or an unknown writer's) when it is older than `olderThanMs` (default 1 hour);
    * a temp of a live pid of this host only after 24 hours (the pid was reused: no put
-   * takes that long, since a temp is written in one go). Never a live writer's.
+   * takes that long, nor does filling one pack by openAppend). Never a live writer's.
    */
   async sweepTemp(olderThanMs = TEMP_SAFE_AGE_MS): Promise<number> {
     let removed = 0;
@@ -217,6 +299,20 @@ export class FsStore implements BlobStore {
     }
     return removed;
   }
+}
+
+/** A new temp name in `dir`: `.tmp-<host>-<pid>-<random>` (tempOwner reads it back). */
+function tempIn(dir: string): string {
+  return path.join(dir, `.tmp-${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`);
+}
+
+/** The parts after their first `n` bytes. */
+function skipBytes(parts: Uint8Array[], n: number): Uint8Array[] {
+  let i = 0;
+  while (i < parts.length && n >= parts[i]!.byteLength) n -= parts[i++]!.byteLength;
+  const rest = parts.slice(i);
+  if (n > 0 && rest.length > 0) rest[0] = rest[0]!.subarray(n);
+  return rest;
 }
 
 /** 8 hex digits naming this host in temp names (hostnames may hold characters names cannot). */

@@ -1,4 +1,4 @@
-import { BlobInfo, BlobStore, ByteRange, ObjectLockControl, PutOptions, StoreCapabilities } from './blob-store.js';
+import { AppendingPut, BlobInfo, BlobStore, ByteRange, ObjectLockControl, PutOptions, StoreCapabilities } from './blob-store.js';
 
 /**
  * Request accounting, so that users can estimate their bill: how many requests of
@@ -99,8 +99,25 @@ export class MeteredStore implements BlobStore {
   private readonly wire: boolean;
   private m: StoreMetrics;
 
+  /** Passed through when the inner store has it; the commit counts as one put of all the bytes. */
+  readonly openAppend?: (near: string) => Promise<AppendingPut>;
+
   constructor(readonly inner: BlobStore) {
     this.location = inner.location;
+    if (inner.openAppend) {
+      const open = inner.openAppend.bind(inner);
+      this.openAppend = async (near) => {
+        const a = await open(near);
+        return {
+          get size() {
+            return a.size;
+          },
+          append: (parts) => a.append(parts),
+          commit: (name, options) => this.count('put', 'put', a.size, () => a.commit(name, options), () => 0),
+          abort: () => a.abort(),
+        };
+      };
+    }
     const reporter = findRequestReporter(inner);
     this.wire = reporter !== undefined;
     this.m = emptyMetrics(this.wire ? 'wire' : 'call');

@@ -9,6 +9,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { tempOwner } from '../../src/store/fs-store.js';
 import { ok, start, scratch } from '../support/cli.js';
 import { listFiles } from '../support/files.js';
 import { makeImage, sameBytes } from '../support/images.js';
@@ -58,8 +59,11 @@ describe('crash safety', () => {
     const list = (await ok(['snapshots', '--repo', repo, '--json'], s.env)).json;
     assert.deepEqual(list.map((x: { id: string }) => x.id), [committed], 'the killed backup must not appear');
 
+    // data packs are written as they fill: the one the killed run was filling is a temp in data/
+    const killedTemps = async () => (await fsp.readdir(path.join(repo, 'data'))).filter((n) => tempOwner(n)?.pid === child.pid);
     const rerun = (await ok(['backup', 'file', big, '--repo', repo, '--vm', 'big', '--json'], s.env)).json;
     assert.ok(rerun.chunksReused > 0, 'the re-run must reuse chunks the killed run uploaded');
+    assert.deepEqual(await killedTemps(), [], "the re-run swept the killed run's temporaries from data/");
 
     const v = (await ok(['verify', '--read-data', '--repo', repo, '--json'], s.env)).json;
     assert.equal(v.ok, true, v.problems.join('\n'));

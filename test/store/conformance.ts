@@ -12,6 +12,8 @@ export interface StoreFactory {
   create(): Promise<BlobStore>;
   /** Removes what create() made. */
   destroy(store: BlobStore): Promise<void>;
+  /** Whether the backend offers openAppend (puts in pieces); its tests run only then. */
+  appends: boolean;
 }
 
 async function collect(store: BlobStore, prefix: string): Promise<Map<string, number>> {
@@ -157,6 +159,52 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
         }
       }),
     );
+
+    it(
+      `openAppend is ${factory.appends ? '' : 'not '}offered`,
+      withStore(async (s) => {
+        assert.equal(typeof s.openAppend === 'function', factory.appends);
+      }),
+    );
+
+    if (factory.appends) {
+      it(
+        'openAppend: the pieces become one object at commit, and nothing is visible before it',
+        withStore(async (s) => {
+          const parts = [randomBytes(70_000), randomBytes(1), Buffer.alloc(0), randomBytes(3 * 1024 * 1024 + 5)];
+          const a = await s.openAppend!('data/');
+          await a.append(parts.slice(0, 2));
+          await a.append(parts.slice(2));
+          const whole = Buffer.concat(parts);
+          assert.equal(a.size, whole.length);
+          assert.equal((await collect(s, '')).size, 0, 'nothing is listed before commit');
+          assert.equal(await s.head('data/cd/cdef'), null);
+          await a.commit('data/cd/cdef', { kind: 'data' });
+          assert.ok((await s.get('data/cd/cdef')).equals(whole));
+          assert.deepEqual([...(await collect(s, ''))], [['data/cd/cdef', whole.length]]);
+          await assert.rejects(a.append([randomBytes(3)]), /committed or aborted/);
+        }),
+      );
+
+      it(
+        'openAppend: abort leaves nothing; a commit onto a taken name with ifNotExists fails and leaves the object',
+        withStore(async (s) => {
+          const dropped = await s.openAppend!('data/');
+          await dropped.append([randomBytes(1000)]);
+          await dropped.abort();
+          await dropped.abort();
+          assert.equal((await collect(s, '')).size, 0);
+
+          const first = randomBytes(500);
+          await s.put('data/ee/eeee', first);
+          const late = await s.openAppend!('data/');
+          await late.append([randomBytes(600)]);
+          await assert.rejects(late.commit('data/ee/eeee', { ifNotExists: true }), BlobExistsError);
+          assert.ok((await s.get('data/ee/eeee')).equals(first));
+          assert.deepEqual([...(await collect(s, ''))], [['data/ee/eeee', 500]]);
+        }),
+      );
+    }
 
     it(
       'large objects round-trip (multi-MiB)',
