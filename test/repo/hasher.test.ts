@@ -29,3 +29,18 @@ it('the key changes the id (ids leak nothing without it)', async () => {
   const data = Buffer.from('same chunk');
   assert.notDeepEqual(a.hash(data), b.hash(data));
 });
+
+it('a stream over pieces gives the one-shot hash of their concatenation, native and wasm, beside hash() calls', async () => {
+  const rng = new Rng(9);
+  const pieces = [0, 1, 1023, 65536, 70_001].map((n) => rng.bytes(n));
+  const whole = Buffer.concat(pieces);
+  for (const impl of ['native', 'wasm'] as const) {
+    const h = await createKeyedHasher(KEY, impl);
+    const s = await h.stream();
+    for (const p of pieces) {
+      s.update(p);
+      h.hash(rng.bytes(100)); // hash() between updates must not disturb the stream
+    }
+    assert.deepEqual(s.digest(), h.hash(whole), impl);
+  }
+});
