@@ -50,3 +50,24 @@ export class GcPacer {
     this.gc({ type: 'minor' });
   }
 }
+
+let smallYoungGeneration = false;
+
+/**
+ * Keeps the main thread's young generation at its first size (two 1 MiB semispaces)
+ * instead of letting V8 double it up to 2 x 16 MiB as objects survive: that is about
+ * 10 MB of peak RSS on a backup (a first backup of the bench's 730 MB: 146-151 ->
+ * 135-136 MB, no change in time; docs/DECISIONS.md, "Memory"). The CLI calls it first
+ * thing (bin/pilotlight.js). V8 puts the growth factor back to its minimum of 2 when
+ * it configures a new isolate, so WorkerPool calls `youngGenerationAfterWorkerStart`
+ * once each worker thread runs.
+ */
+export function keepYoungGenerationSmall(): void {
+  smallYoungGeneration = true;
+  v8.setFlagsFromString('--semi-space-growth-factor=1');
+}
+
+/** Sets the growth factor again after a worker thread's isolate was configured (see keepYoungGenerationSmall). */
+export function youngGenerationAfterWorkerStart(): void {
+  if (smallYoungGeneration) v8.setFlagsFromString('--semi-space-growth-factor=1');
+}

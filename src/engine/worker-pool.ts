@@ -2,6 +2,7 @@ import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { Repository } from '../repo/repository.js';
 import { ChunkWork } from './chunk-work.js';
+import { youngGenerationAfterWorkerStart } from './gc-pacer.js';
 
 /**
  * Jobs up to this many bytes of chunk data run in the calling thread: starting a
@@ -112,6 +113,7 @@ export class WorkerPool {
   private worker(i: number): Worker {
     while (this.workers.length < this.size) {
       const w = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: this.setup });
+      w.once('online', youngGenerationAfterWorkerStart);
       w.on('message', (reply: WorkerReply) => this.onReply(reply));
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
