@@ -73,9 +73,9 @@ export interface BackupReport extends SnapshotStats {
  * Memory is bounded by the batches in flight (inFlight buffers of 4 MiB + 4 KiB,
  * each holding a batch's reads and then its encoded blobs until they are in a
  * pack), the packs being filled and uploaded (to a store that appends, the local
- * directory, data packs are written as they fill and hold no memory; else
- * maxUploads + 2 packs), and one leaf-id list per disk (32 bytes per 64 MiB of
- * disk: 512 KiB per TiB).
+ * directory and S3 through a spool file, data packs are written as they fill and
+ * hold no memory; else maxUploads + 2 packs), and one leaf-id list per disk (32
+ * bytes per 64 MiB of disk: 512 KiB per TiB).
  */
 export async function runBackup(repo: Repository, source: DiskSource, options: BackupOptions = {}): Promise<BackupReport> {
   const started = Date.now();
@@ -193,10 +193,10 @@ export async function runBackup(repo: Repository, source: DiskSource, options: B
 }
 
 /**
- * Pack uploads in flight: each holds a 16 MiB pack. One for a local directory
- * (a put is a write and an fsync, shorter than filling the next pack), two for
- * S3, whose round trips are longer. Packs alive at once: these, one waiting for
- * room and one spare buffer.
+ * Pack uploads in flight: one for a local directory (a commit is an fsync and a
+ * rename, shorter than filling the next pack), two for S3, whose round trips are
+ * longer. A data pack in flight holds no memory where the store appends (both do);
+ * a buffered one (metadata, or a store without openAppend) holds its buffer.
  */
 function packUploads(repo: Repository): number {
   return repo.store.location.startsWith('s3://') ? 2 : 1;

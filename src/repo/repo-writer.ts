@@ -340,7 +340,15 @@ class AppendedPack implements FillingPack {
       await this.put.abort();
       throw err;
     }
-    return { packId: this.hash.digest(), bytes: this.put.size, store: (name, options) => this.put.commit(name, options), release: () => {} };
+    const store = async (name: string, options: PutOptions): Promise<void> => {
+      try {
+        await this.put.commit(name, options);
+      } catch (err) {
+        await this.put.abort().catch(() => {}); // the put's temporary or spool goes with it
+        throw err;
+      }
+    };
+    return { packId: this.hash.digest(), bytes: this.put.size, store, release: () => {} };
   }
 
   abort(): Promise<void> {

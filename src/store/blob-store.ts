@@ -62,7 +62,12 @@ export interface AppendingPut {
   readonly size: number;
   /** Appends the parts, in order. */
   append(parts: readonly Uint8Array[]): Promise<void>;
-  /** Makes the bytes durable as `name` (as put with these options). The handle is spent, whatever the outcome. */
+  /**
+   * Makes the bytes durable as `name` (as put with these options). Once it succeeded the
+   * handle is spent; after a failure a backend may take another commit (S3Store keeps
+   * its spool; RetryingStore retries) or not (the local directory's temporary is gone).
+   * abort() is safe either way.
+   */
   commit(name: string, options?: PutOptions): Promise<void>;
   /** Drops what was appended (idempotent; a no-op after commit). */
   abort(): Promise<void>;

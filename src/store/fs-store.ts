@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp, constants as fsc } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { AppendFile } from './append-file.js';
 import {
   AppendingPut,
   BlobExistsError,
@@ -102,47 +103,39 @@ export class FsStore implements BlobStore {
     const rel = slash >= 0 ? near.slice(0, slash) : '';
     const dir = rel ? path.dirname(this.file(`${rel}/x`)) : this.location;
     await this.prepareDir(dir);
-    const tmp = tempIn(dir);
-    const fh = await fsp.open(tmp, 'wx', 0o600);
-    let size = 0;
+    const file = await AppendFile.create(tempIn(dir));
     let open = true;
     const drop = async (): Promise<void> => {
       if (!open) return;
       open = false;
-      await fh.close().catch(() => {});
-      await fsp.rm(tmp, { force: true });
+      await file.remove();
     };
     return {
       get size() {
-        return size;
+        return file.size;
       },
       append: async (parts) => {
         if (!open) throw new Error('append to a put that was committed or aborted');
-        let left = parts.filter((p) => p.byteLength > 0);
-        while (left.length > 0) {
-          const { bytesWritten } = await fh.writev(left as Uint8Array[], size);
-          size += bytesWritten;
-          left = skipBytes(left, bytesWritten);
-        }
+        await file.append(parts);
       },
       commit: async (name, options = {}) => {
         if (!open) throw new Error('commit of a put that was committed or aborted');
         try {
           this.file(name);
-          await this.syncFile(fh);
+          await this.syncFile(file.handle);
         } catch (err) {
           await drop();
           throw err;
         }
         open = false;
         try {
-          await fh.close();
+          await file.close();
           await this.prepareDir(path.dirname(this.file(name)));
         } catch (err) {
-          await fsp.rm(tmp, { force: true });
+          await fsp.rm(file.path, { force: true });
           throw err;
         }
-        await this.place(tmp, name, options);
+        await this.place(file.path, name, options);
       },
       abort: drop,
     };
@@ -307,15 +300,6 @@ function tempIn(dir: string): string {
   return path.join(dir, `.tmp-${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`);
 }
 
-/** The parts after their first `n` bytes. */
-function skipBytes(parts: Uint8Array[], n: number): Uint8Array[] {
-  let i = 0;
-  while (i < parts.length && n >= parts[i]!.byteLength) n -= parts[i++]!.byteLength;
-  const rest = parts.slice(i);
-  if (n > 0 && rest.length > 0) rest[0] = rest[0]!.subarray(n);
-  return rest;
-}
-
 /** 8 hex digits naming this host in temp names (hostnames may hold characters names cannot). */
 const HOST_TAG = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
 
@@ -325,7 +309,7 @@ export function tempOwner(name: string): { host: string; pid: number } | null {
   return m ? { host: m[1]!, pid: Number(m[2]) } : null;
 }
 
-function pidAlive(pid: number): boolean {
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

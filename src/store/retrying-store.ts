@@ -1,4 +1,5 @@
 import {
+  AppendingPut,
   BlobInfo,
   BlobStore,
   ByteRange,
@@ -83,6 +84,27 @@ export class RetryingStore implements BlobStore {
       },
       retainUntil: (name) => this.retry('objectLock', `retention of ${name}`, () => c.retainUntil(name)),
       extend: (name, until) => this.retry('objectLock', `extend retention of ${name}`, () => c.extend(name, until)),
+    };
+  }
+
+  /**
+   * Passed through when the inner store has it: opening and commit are retried like a
+   * put (the inner put keeps its bytes until a commit succeeds: S3Store's spool), the
+   * appends are local writes and are not.
+   */
+  get openAppend(): ((near: string) => Promise<AppendingPut>) | undefined {
+    const open = this.inner.openAppend?.bind(this.inner);
+    if (!open) return undefined;
+    return async (near) => {
+      const a = await this.retry('openAppend', near, () => open(near));
+      return {
+        get size() {
+          return a.size;
+        },
+        append: (parts) => a.append(parts),
+        commit: (name, options) => this.retry('put', name, () => a.commit(name, options)),
+        abort: () => a.abort(),
+      };
     };
   }
 

@@ -1,4 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
 import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
@@ -15,6 +19,7 @@ import {
   StorageClass,
 } from '@aws-sdk/client-s3';
 import {
+  AppendingPut,
   BlobExistsError,
   BlobInfo,
   BlobLockedError,
@@ -30,6 +35,8 @@ import {
 } from './blob-store.js';
 import { RequestClass, RequestReporter, WireRequest } from './metered-store.js';
 import { errnoCode, errorStatus, isTransientError } from './retry.js';
+import { AppendFile } from './append-file.js';
+import { pidAlive } from './fs-store.js';
 import { MultipartUpload } from './multipart-upload.js';
 import { createS3Client } from './s3-client.js';
 import { checkPackStorageClass } from './storage-class.js';
@@ -79,6 +86,8 @@ export interface S3StoreOptions {
   idleTimeoutMs?: number;
   /** Milliseconds one request may take in total. Default 15 min. */
   requestTimeoutMs?: number;
+  /** Directory of the spool files of puts in pieces (openAppend). Default: the system's temporary directory. */
+  spoolDir?: string;
 }
 
 /** An S3 failure translated into something a user can act on. */
@@ -103,6 +112,29 @@ export class S3StoreError extends Error {
 
 function md5(data: Uint8Array): Buffer {
   return createHash('md5').update(data).digest();
+}
+
+/** What a put sends: its length, its MD5, a fresh stream of it for each attempt, and its byte ranges (multipart parts). */
+interface PutBody {
+  size: number;
+  md5(): Buffer;
+  stream(): Buffer | Readable;
+  part(start: number, end: number): Promise<Buffer>;
+}
+
+/** Spool files of openAppend: `pilotlight-spool-<pid>-<random>` in the spool directory. */
+const SPOOL_PREFIX = 'pilotlight-spool-';
+
+/** Removes the spool files of processes of this host that are gone (the spool directory is local). */
+async function sweepSpools(dir: string): Promise<void> {
+  for (const name of await fsp.readdir(dir)) {
+    const m = new RegExp(`^${SPOOL_PREFIX}([0-9]+)-[0-9a-f]+$`).exec(name);
+    if (m && !pidAlive(Number(m[1]))) await fsp.rm(path.join(dir, name), { force: true });
+  }
+}
+
+function bufferBody(body: Buffer): PutBody {
+  return { size: body.length, md5: () => md5(body), stream: () => body, part: async (start, end) => body.subarray(start, end) };
 }
 
 function toBuffer(data: Uint8Array): Buffer {
@@ -173,6 +205,8 @@ export class S3Store implements BlobStore, RequestReporter {
   private readonly multipartThreshold: number;
   private readonly partSize: number;
   private readonly partConcurrency: number;
+  private readonly spoolDir: string;
+  private spoolSwept = false;
   private readonly endpointText: string;
   private readonly listeners: ((r: WireRequest) => void)[] = [];
   private lock?: ObjectLockSettings;
@@ -199,6 +233,7 @@ export class S3Store implements BlobStore, RequestReporter {
     this.multipartThreshold = options.multipartThreshold ?? 32 * MiB;
     this.partSize = Math.max(MIN_PART, options.partSize ?? 16 * MiB);
     this.partConcurrency = Math.max(1, options.partConcurrency ?? 4);
+    this.spoolDir = options.spoolDir ?? os.tmpdir();
     this.endpointText = options.endpoint ?? (options.client ? 'the S3 endpoint' : `AWS S3${options.region ? ` (${options.region})` : ''}`);
     if (options.client) {
       this.client = options.client;
@@ -479,12 +514,59 @@ export class S3Store implements BlobStore, RequestReporter {
   }
 
   async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
+    await this.putBody(name, bufferBody(toBuffer(data)), options);
+  }
+
+  /**
+   * A put in pieces, spooled to a local file (in `spoolDir`, mode 0600, sealed bytes
+   * only) as they come, then sent from it when committed: a PUT of the whole file, or a
+   * multipart upload of its parts over `multipartThreshold`. The pack's name, its hash,
+   * is known only at the end, so nothing can be sent earlier. Memory: the parts in
+   * flight of a multipart upload, none for a PUT. A commit that failed can be tried
+   * again (RetryingStore does): the spool stays until a commit succeeds or the put is
+   * aborted. Spools of dead processes are removed by the first openAppend of a process.
+   */
+  async openAppend(_near: string): Promise<AppendingPut> {
+    if (!this.spoolSwept) {
+      this.spoolSwept = true;
+      await sweepSpools(this.spoolDir).catch(() => {}); // housekeeping: never fails a put
+    }
+    const file = await AppendFile.create(path.join(this.spoolDir, `${SPOOL_PREFIX}${process.pid}-${randomBytes(8).toString('hex')}`));
+    const hash = createHash('md5');
+    let digest: Buffer | null = null;
+    let state: 'open' | 'committed' | 'aborted' = 'open';
+    return {
+      get size() {
+        return file.size;
+      },
+      append: async (parts) => {
+        if (state !== 'open' || digest) throw new Error('append to a put that was committed or aborted');
+        await file.append(parts);
+        for (const p of parts) hash.update(p);
+      },
+      commit: async (name, options = {}) => {
+        if (state !== 'open') throw new Error('commit of a put that was committed or aborted');
+        digest ??= hash.digest();
+        const sum = digest;
+        await this.putBody(name, { size: file.size, md5: () => sum, stream: () => createReadStream(file.path), part: (start, end) => file.read(start, end - start) }, options);
+        state = 'committed';
+        await file.remove();
+      },
+      abort: async () => {
+        if (state !== 'open') return;
+        state = 'aborted';
+        await file.remove();
+      },
+    };
+  }
+
+  /** put's logic over a body given as a length, its MD5, a fresh stream of it per attempt, and its byte ranges. */
+  private async putBody(name: string, body: PutBody, options: PutOptions): Promise<void> {
     const key = this.key(name);
-    const body = toBuffer(data);
     const storageClass = options.kind === 'data' && this.storageClass ? (this.storageClass as StorageClass) : undefined;
     if (options.ifNotExists) {
-      if (body.length > MAX_SINGLE_PUT) {
-        throw new S3StoreError(`put ${name} with ifNotExists: ${body.length} bytes is over the 5 GiB single-PUT limit`, 'S3_ERROR', false);
+      if (body.size > MAX_SINGLE_PUT) {
+        throw new S3StoreError(`put ${name} with ifNotExists: ${body.size} bytes is over the 5 GiB single-PUT limit`, 'S3_ERROR', false);
       }
       if (this.autoProbe) await this.probeConditionalPut();
       if (!this.caps.conditionalPut && (await this.head(name))) throw new BlobExistsError(name, this.location);
@@ -496,13 +578,13 @@ export class S3Store implements BlobStore, RequestReporter {
       }
       return;
     }
-    if (body.length > this.multipartThreshold) await this.putMultipart(key, body, storageClass, this.lockFields(name));
+    if (body.size > this.multipartThreshold) await this.putMultipart(key, body, storageClass, this.lockFields(name));
     else await this.putSingle(key, body, storageClass, `PutObject ${key}`, false, this.lockFields(name));
   }
 
   private async putSingle(
     key: string,
-    body: Buffer,
+    body: PutBody,
     storageClass: StorageClass | undefined,
     what: string,
     ifNoneMatch: boolean,
@@ -512,9 +594,9 @@ export class S3Store implements BlobStore, RequestReporter {
       new PutObjectCommand({
         Bucket: this.bucket,
         Key: key,
-        Body: body,
-        ContentLength: body.length,
-        ContentMD5: md5(body).toString('base64'),
+        Body: body.stream(),
+        ContentLength: body.size,
+        ContentMD5: body.md5().toString('base64'),
         StorageClass: storageClass,
         IfNoneMatch: ifNoneMatch ? '*' : undefined,
         ...lock,
@@ -528,9 +610,9 @@ export class S3Store implements BlobStore, RequestReporter {
     return Math.max(this.partSize, Math.ceil(size / MAX_PARTS));
   }
 
-  private async putMultipart(key: string, body: Buffer, storageClass: StorageClass | undefined, lock: ReturnType<S3Store['lockFields']> = {}): Promise<void> {
-    const partSize = this.partSizeFor(body.length);
-    const count = Math.ceil(body.length / partSize);
+  private async putMultipart(key: string, body: PutBody, storageClass: StorageClass | undefined, lock: ReturnType<S3Store['lockFields']> = {}): Promise<void> {
+    const partSize = this.partSizeFor(body.size);
+    const count = Math.ceil(body.size / partSize);
     const upload = await MultipartUpload.start({
       client: this.client,
       bucket: this.bucket,
@@ -546,7 +628,7 @@ export class S3Store implements BlobStore, RequestReporter {
         while (!failed && next < count) {
           const i = next++;
           try {
-            await upload.uploadPart(i + 1, body.subarray(i * partSize, Math.min(body.length, (i + 1) * partSize)), count);
+            await upload.uploadPart(i + 1, await body.part(i * partSize, Math.min(body.size, (i + 1) * partSize)), count);
           } catch (err) {
             failed = true;
             throw err;
@@ -755,7 +837,7 @@ export class S3Store implements BlobStore, RequestReporter {
 
   private async runProbe(): Promise<boolean> {
     const key = `${this.prefix}.tmp-probe-${randomBytes(8).toString('hex')}`;
-    const body = Buffer.from('pilotlight conditional put probe\n');
+    const body = bufferBody(Buffer.from('pilotlight conditional put probe\n'));
     let supported = false;
     try {
       try {

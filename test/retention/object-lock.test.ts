@@ -97,7 +97,7 @@ storeConformance('s3 on an Object Lock bucket (versioned delete)', {
   async destroy(store) {
     await store.close();
   },
-  appends: false,
+  appends: true,
 });
 
 describe('Object Lock on RGW', () => {

@@ -176,7 +176,8 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
       it(
         'openAppend: the pieces become one object at commit, and nothing is visible before it',
         withStore(async (s) => {
-          const parts = [randomBytes(70_000), randomBytes(1), Buffer.alloc(0), randomBytes(3 * 1024 * 1024 + 5)];
+          // over 5 MiB: a multipart upload where the backend's threshold is that low (the bare S3 store here)
+          const parts = [randomBytes(70_000), randomBytes(1), Buffer.alloc(0), randomBytes(6 * 1024 * 1024 + 5)];
           const a = await s.openAppend!('data/');
           await a.append(parts.slice(0, 2));
           await a.append(parts.slice(2));
@@ -205,6 +206,7 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
           const late = await s.openAppend!('data/');
           await late.append([randomBytes(600)]);
           await assert.rejects(late.commit('data/ee/eeee', { ifNotExists: true }), BlobExistsError);
+          await late.abort(); // a backend may keep the bytes after a failed commit (S3's spool): abort drops them
           assert.ok((await s.get('data/ee/eeee')).equals(first));
           assert.deepEqual([...(await collect(s, ''))], [['data/ee/eeee', 500]]);
         }),

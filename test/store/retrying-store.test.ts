@@ -200,3 +200,40 @@ describe('MeteredStore over a local directory', () => {
     await assert.rejects(openStore('s3://bucket/p', { s3Endpoint: 'ftp://x' }), /http:\/\/ or https:\/\//);
   });
 });
+
+it('RetryingStore.openAppend: a commit that fails with a transient error is tried again, from the same bytes', async () => {
+  const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'pl-retry-'));
+  roots.push(root);
+  const fs = new FsStore(root);
+  let failures = 1;
+  // FsStore with a commit that fails once before reaching the store (as an S3 PUT may)
+  const flaky: BlobStore = new Proxy(fs, {
+    get(target, key) {
+      if (key === 'openAppend') {
+        return async (near: string) => {
+          const a = await target.openAppend(near);
+          return {
+            get size() {
+              return a.size;
+            },
+            append: (parts: Uint8Array[]) => a.append(parts),
+            commit: async (name: string, options?: { ifNotExists?: boolean }) => {
+              if (failures-- > 0) throw httpError(503, 'SlowDown');
+              return a.commit(name, options);
+            },
+            abort: () => a.abort(),
+          };
+        };
+      }
+      const v = Reflect.get(target, key, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  const store = new RetryingStore(flaky, { sleep: async () => {} });
+  const a = await store.openAppend!('data/');
+  await a.append([Buffer.from('a pack '), Buffer.from('in pieces')]);
+  await a.commit('data/ab/abab');
+  assert.equal(store.retryCount, 1);
+  assert.equal((await store.get('data/ab/abab')).toString(), 'a pack in pieces');
+  assert.equal(new RetryingStore(new FaultyStore(fs)).openAppend, undefined, 'not offered when the inner store has none');
+});

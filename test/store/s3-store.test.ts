@@ -57,7 +57,7 @@ storeConformance('s3 (openStore on RGW)', {
   async destroy(store: BlobStore) {
     await store.close();
   },
-  appends: false,
+  appends: true,
 });
 
 /** The bare backend, multipart from 5 MiB (so the 12 MiB conformance object is multipart), without conditional put. */
@@ -68,7 +68,7 @@ storeConformance('s3 (bare S3Store, multipart >5 MiB, HEAD-then-PUT for ifNotExi
   async destroy(store: BlobStore) {
     await store.close();
   },
-  appends: false,
+  appends: true,
 });
 
 describe('s3 store on RGW', () => {
