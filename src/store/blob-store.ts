@@ -73,6 +73,18 @@ export interface AppendingPut {
   abort(): Promise<void>;
 }
 
+/** `a` with its commit run through `commit` (a decorator's retry or metering); the rest passed through. */
+export function withCommit(a: AppendingPut, commit: (run: () => Promise<void>, name: string) => Promise<void>): AppendingPut {
+  return {
+    get size() {
+      return a.size;
+    },
+    append: (parts) => a.append(parts),
+    commit: (name, options) => commit(() => a.commit(name, options), name),
+    abort: () => a.abort(),
+  };
+}
+
 export type ObjectLockMode = 'COMPLIANCE' | 'GOVERNANCE';
 
 export interface ObjectLockSettings {

@@ -101,7 +101,7 @@ export class FsStore implements BlobStore {
   async openAppend(near: string): Promise<AppendingPut> {
     const slash = near.lastIndexOf('/');
     const rel = slash >= 0 ? near.slice(0, slash) : '';
-    const dir = rel ? path.dirname(this.file(`${rel}/x`)) : this.location;
+    const dir = rel ? this.file(rel) : this.location;
     await this.prepareDir(dir);
     const file = await AppendFile.create(tempIn(dir));
     let open = true;
@@ -120,19 +120,14 @@ export class FsStore implements BlobStore {
       },
       commit: async (name, options = {}) => {
         if (!open) throw new Error('commit of a put that was committed or aborted');
-        try {
-          this.file(name);
-          await this.syncFile(file.handle);
-        } catch (err) {
-          await drop();
-          throw err;
-        }
         open = false;
         try {
+          const dir = path.dirname(this.file(name));
+          await this.syncFile(file.handle);
           await file.close();
-          await this.prepareDir(path.dirname(this.file(name)));
+          await this.prepareDir(dir);
         } catch (err) {
-          await fsp.rm(file.path, { force: true });
+          await file.remove();
           throw err;
         }
         await this.place(file.path, name, options);
@@ -191,17 +186,17 @@ export class FsStore implements BlobStore {
     }
     try {
       if (!range) return await fh.readFile();
-      const size = async () => (await fh.stat()).size;
-      if (range.offset < 0 || range.length < 0) throw new BlobRangeError(name, range, await size());
+      const pastEnd = async () => new BlobRangeError(name, range, (await fh.stat()).size);
+      if (range.offset < 0 || range.length < 0) throw await pastEnd();
       const into = range.into && range.into.length >= range.length ? range.into : null;
       // Into the caller's buffer (a restore's reads: one fstat less per range), a range past
       // the end shows as a short read; else the size is checked before a buffer is allocated.
-      if (!into && range.offset + range.length > (await size())) throw new BlobRangeError(name, range, await size());
+      if (!into && range.offset + range.length > (await fh.stat()).size) throw await pastEnd();
       const buf = into ? Buffer.from(into.buffer, into.byteOffset, range.length) : Buffer.allocUnsafe(range.length);
       let done = 0;
       while (done < range.length) {
         const { bytesRead } = await fh.read(buf, done, range.length - done, range.offset + done);
-        if (bytesRead === 0) throw new BlobRangeError(name, range, await size());
+        if (bytesRead === 0) throw await pastEnd();
         done += bytesRead;
       }
       return buf;

@@ -1,4 +1,4 @@
-import { AppendingPut, BlobInfo, BlobStore, ByteRange, ObjectLockControl, PutOptions, StoreCapabilities } from './blob-store.js';
+import { AppendingPut, BlobInfo, BlobStore, ByteRange, ObjectLockControl, PutOptions, StoreCapabilities, withCommit } from './blob-store.js';
 
 /**
  * Request accounting, so that users can estimate their bill: how many requests of
@@ -108,14 +108,7 @@ export class MeteredStore implements BlobStore {
       const open = inner.openAppend.bind(inner);
       this.openAppend = async (near) => {
         const a = await open(near);
-        return {
-          get size() {
-            return a.size;
-          },
-          append: (parts) => a.append(parts),
-          commit: (name, options) => this.count('put', 'put', a.size, () => a.commit(name, options), () => 0),
-          abort: () => a.abort(),
-        };
+        return withCommit(a, (run) => this.count('put', 'put', a.size, run, () => 0));
       };
     }
     const reporter = findRequestReporter(inner);

@@ -6,6 +6,7 @@ import {
   ObjectLockControl,
   PutOptions,
   StoreCapabilities,
+  withCommit,
 } from './blob-store.js';
 
 import { backoffDelay, isTransientError } from './retry.js';
@@ -95,17 +96,7 @@ export class RetryingStore implements BlobStore {
   get openAppend(): ((near: string) => Promise<AppendingPut>) | undefined {
     const open = this.inner.openAppend?.bind(this.inner);
     if (!open) return undefined;
-    return async (near) => {
-      const a = await this.retry('openAppend', near, () => open(near));
-      return {
-        get size() {
-          return a.size;
-        },
-        append: (parts) => a.append(parts),
-        commit: (name, options) => this.retry('put', name, () => a.commit(name, options)),
-        abort: () => a.abort(),
-      };
-    };
+    return async (near) => withCommit(await this.retry('openAppend', near, () => open(near)), (run, name) => this.retry('put', name, run));
   }
 
   /** Retries performed so far, all operations together. */

@@ -124,11 +124,12 @@ interface PutBody {
 
 /** Spool files of openAppend: `pilotlight-spool-<pid>-<random>` in the spool directory. */
 const SPOOL_PREFIX = 'pilotlight-spool-';
+const SPOOL_NAME = new RegExp(`^${SPOOL_PREFIX}([0-9]+)-[0-9a-f]+$`);
 
 /** Removes the spool files of processes of this host that are gone (the spool directory is local). */
 async function sweepSpools(dir: string): Promise<void> {
   for (const name of await fsp.readdir(dir)) {
-    const m = new RegExp(`^${SPOOL_PREFIX}([0-9]+)-[0-9a-f]+$`).exec(name);
+    const m = SPOOL_NAME.exec(name);
     if (m && !pidAlive(Number(m[1]))) await fsp.rm(path.join(dir, name), { force: true });
   }
 }

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -7,6 +6,7 @@ import { it } from 'node:test';
 import { BlobStore } from '../../src/store/blob-store.js';
 import { FsStore, tempOwner } from '../../src/store/fs-store.js';
 import { openStore } from '../../src/store/open-store.js';
+import { killWhenReady } from '../support/killed-writer.js';
 import { storeConformance } from './conformance.js';
 
 storeConformance('fs', {
@@ -49,25 +49,17 @@ it('fs: a writer killed (SIGKILL) while appending leaves a temp that is never li
   const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'pl-fs-store-'));
   try {
     const storeModule = new URL('../../src/store/fs-store.js', import.meta.url).href;
-    const script = `
-      const { FsStore } = await import(${JSON.stringify(storeModule)});
-      const a = await new FsStore(${JSON.stringify(root)}).openAppend('data/');
-      await a.append([Buffer.alloc(3 << 20, 7)]);
-      process.stdout.write('appended\\n');
-      setInterval(() => {}, 1000);`;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (d: Buffer) => d.toString().includes('appended') && resolve());
-      child.on('exit', (code) => reject(new Error(`writer exited (${code}) before appending`)));
-    });
-    const exited = new Promise((resolve) => child.on('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    const pid = await killWhenReady(
+      `const { FsStore } = await import(${JSON.stringify(storeModule)});
+       const a = await new FsStore(${JSON.stringify(root)}).openAppend('data/');
+       await a.append([Buffer.alloc(3 << 20, 7)]);`,
+      'appended',
+    );
 
     const temps = async () => (await fsp.readdir(path.join(root, 'data'))).filter((n) => n.startsWith('.tmp-'));
     const left = await temps();
     assert.equal(left.length, 1, 'the killed writer left its temp');
-    assert.equal(tempOwner(left[0]!)?.pid, child.pid);
+    assert.equal(tempOwner(left[0]!)?.pid, pid);
     assert.equal((await fsp.stat(path.join(root, 'data', left[0]!))).size, 3 << 20);
     const store = new FsStore(root);
     const names = async () => {

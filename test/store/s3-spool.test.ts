@@ -4,12 +4,12 @@
  * removes it. No S3 request is made before a commit, so no server is needed here.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { it } from 'node:test';
 import { S3Store } from '../../src/store/s3-store.js';
+import { killWhenReady } from '../support/killed-writer.js';
 
 const settings = (spoolDir: string) => ({
   bucket: 'spool-test',
@@ -22,24 +22,16 @@ it('S3 spool: a writer killed (SIGKILL) mid-spool leaves a 0600 file that the ne
   const spoolDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pl-spool-'));
   try {
     const storeModule = new URL('../../src/store/s3-store.js', import.meta.url).href;
-    const script = `
-      const { S3Store } = await import(${JSON.stringify(storeModule)});
-      const a = await new S3Store(${JSON.stringify(settings(spoolDir))}).openAppend('data/');
-      await a.append([Buffer.alloc(2 << 20, 3)]);
-      process.stdout.write('spooled\\n');
-      setInterval(() => {}, 1000);`;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (d: Buffer) => d.toString().includes('spooled') && resolve());
-      child.on('exit', (code) => reject(new Error(`writer exited (${code}) before spooling`)));
-    });
-    const exited = new Promise((resolve) => child.on('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    const pid = await killWhenReady(
+      `const { S3Store } = await import(${JSON.stringify(storeModule)});
+       const a = await new S3Store(${JSON.stringify(settings(spoolDir))}).openAppend('data/');
+       await a.append([Buffer.alloc(2 << 20, 3)]);`,
+      'spooled',
+    );
 
     const left = await fsp.readdir(spoolDir);
     assert.equal(left.length, 1);
-    assert.match(left[0]!, new RegExp(`^pilotlight-spool-${child.pid}-[0-9a-f]+$`));
+    assert.match(left[0]!, new RegExp(`^pilotlight-spool-${pid}-[0-9a-f]+$`));
     const st = await fsp.stat(path.join(spoolDir, left[0]!));
     assert.equal(st.size, 2 << 20);
     assert.equal(st.mode & 0o777, 0o600);
