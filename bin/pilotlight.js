@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import('../dist/src/engine/gc-pacer.js')
+import('../dist/src/runtime/gc-pacer.js')
   .then((heap) => {
     heap.keepYoungGenerationSmall(); // before anything else is loaded (gc-pacer.ts says why)
     return import('../dist/src/cli/main.js');

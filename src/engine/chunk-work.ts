@@ -11,7 +11,7 @@ import { BlobCodec } from '../repo/blob-codec.js';
 import { Codec, Compression } from '../repo/compression.js';
 import { BlobType, ID_BYTES } from '../repo/format.js';
 import { KeyedHasher, createKeyedHasher } from '../repo/hasher.js';
-import { GcPacer } from './gc-pacer.js';
+import { GcPacer } from '../runtime/gc-pacer.js';
 import type { BlobRef, WorkerReply, WorkerRequest, WorkerSetup } from './worker-pool.js';
 import { nonZeroRuns } from './zero-runs.js';
 

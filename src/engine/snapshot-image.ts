@@ -95,7 +95,7 @@ export class SnapshotImage implements DiskImage {
     // Windows are fetched ahead of the consumer, WINDOWS_AHEAD at a time, in order.
     const ahead: Promise<DiskChunk[]>[] = [];
     const slabs = options.lease ? new SlabPool(SLABS, WINDOW * this.chunkSize) : undefined;
-    // S3 returns each body as its own buffer: ranges there stay as long as coalescing makes them (fewer GETs)
+    // a store that cannot read into a buffer returns each body as its own: ranges there stay as long as coalescing makes them (fewer GETs)
     const reads = this.repo.store.capabilities.readsInto ? new ReadBuffers(READS, READ_SIZE) : undefined;
     const start = (slots: { index: number; id: Buffer }[]) => {
       const p = this.fetchWindow(slots, reads, slabs);

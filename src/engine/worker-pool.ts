@@ -2,7 +2,7 @@ import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { Repository } from '../repo/repository.js';
 import { ChunkWork } from './chunk-work.js';
-import { youngGenerationAfterWorkerStart } from './gc-pacer.js';
+import { youngGenerationAfterWorkerStart } from '../runtime/gc-pacer.js';
 
 /**
  * Jobs up to this many bytes of chunk data run in the calling thread: starting a

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { collectFully } from '../engine/gc-pacer.js';
+import { collectFully } from '../runtime/gc-pacer.js';
 
 /**
  * argon2id (RFC 9106, version 0x13, no secret, no associated data, 32-byte output) for

@@ -116,9 +116,9 @@ export interface StoreCapabilities {
   /** put({ifNotExists}) is atomic against concurrent writers of the same name. */
   conditionalPut: boolean;
   /**
-   * get() reads a range into `ByteRange.into` when given one (the local directory). Where
-   * it does not (S3: the body arrives as its own buffer), readers should not cut their
-   * ranges to the size of such buffers: each range is a request.
+   * get() reads a range into `ByteRange.into` when given one (the local directory, S3).
+   * Where it does not, readers should not cut their ranges to the size of such buffers:
+   * each range is a request.
    */
   readsInto?: boolean;
 }
@@ -139,7 +139,7 @@ export interface ByteRange {
    * A buffer the range may be read into (at least `length` bytes; may be backed by a
    * SharedArrayBuffer): the local store reads into it and returns a view of it, so a
    * restore reuses a few buffers instead of faulting in a new one per read. Stores
-   * that cannot (S3) ignore it and return a buffer of their own.
+   * that cannot (capabilities.readsInto false) ignore it and return a buffer of their own.
    */
   into?: Uint8Array;
 }

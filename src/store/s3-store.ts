@@ -33,6 +33,7 @@ import {
   StoreCapabilities,
   checkBlobName,
 } from './blob-store.js';
+import { HeapGrowthPacer } from '../runtime/gc-pacer.js';
 import { RequestClass, RequestReporter, WireRequest } from './metered-store.js';
 import { errnoCode, errorStatus, isTransientError } from './retry.js';
 import { AppendFile } from './append-file.js';
@@ -142,6 +143,27 @@ function toBuffer(data: Uint8Array): Buffer {
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
+/**
+ * Copies a ranged GET's body into `into` as it arrives (no buffer of its own, no
+ * concatenation: a restore reuses a few read buffers instead of faulting in a new
+ * one per GET); returns the view of what arrived. More than `length` bytes is an
+ * integrity failure (retryable), and the stream is destroyed so the socket is freed.
+ */
+async function readBodyInto(body: AsyncIterable<Uint8Array> & { destroy?(): void }, into: Uint8Array, length: number, key: string): Promise<Buffer> {
+  let at = 0;
+  try {
+    for await (const piece of body) {
+      if (at + piece.length > length) throw new S3StoreError(`GetObject ${key} returned more than the ${length} bytes asked for`, 'S3_INTEGRITY', true);
+      into.set(piece, at);
+      at += piece.length;
+    }
+  } catch (err) {
+    body.destroy?.();
+    throw err;
+  }
+  return Buffer.from(into.buffer, into.byteOffset, at);
+}
+
 function s3ErrorCode(err: unknown): string | undefined {
   const e = err as { Code?: unknown; name?: unknown };
   if (typeof e?.Code === 'string') return e.Code;
@@ -185,7 +207,8 @@ const OPERATION_CLASS: Record<string, RequestClass> = {
  *   honours it (probed once, before the first such put), else HEAD then PUT (not
  *   atomic against a concurrent writer: `capabilities.conditionalPut` is false then).
  *   Always a single PutObject (<= 5 GiB).
- * - get: GetObject, with `Range` for a range; a short answer is BlobRangeError.
+ * - get: GetObject, with `Range` for a range; a short answer is BlobRangeError. A range
+ *   with `into` is copied into that buffer as the body arrives (readsInto).
  * - list: ListObjectsV2, page by page; keys that are not valid blob names (folder
  *   markers, `.tmp-` probe objects) are skipped.
  * - delete: DeleteObject; deleteMany: DeleteObjects, 1,000 keys a request, Content-MD5.
@@ -210,6 +233,8 @@ export class S3Store implements BlobStore, RequestReporter {
   private spoolSwept = false;
   private readonly endpointText: string;
   private readonly listeners: ((r: WireRequest) => void)[] = [];
+  /** The SDK's per-request objects are promoted garbage: bounded by a collection when the heap has grown (gc-pacer.ts). */
+  private readonly heapPacer = new HeapGrowthPacer();
   private lock?: ObjectLockSettings;
   /** Object Lock retention (see ObjectLockControl and docs/FORMAT.md, "Object Lock"). */
   readonly objectLock: ObjectLockControl;
@@ -227,7 +252,7 @@ export class S3Store implements BlobStore, RequestReporter {
     if (prefix && !prefix.endsWith('/')) prefix += '/';
     this.prefix = prefix;
     this.location = `s3://${this.bucket}/${prefix}`;
-    this.caps = { conditionalPut: options.conditionalPut ?? false };
+    this.caps = { conditionalPut: options.conditionalPut ?? false, readsInto: true };
     this.autoProbe = options.conditionalPut === undefined;
     if (options.storageClass) checkPackStorageClass(options.storageClass);
     this.storageClass = options.storageClass;
@@ -390,6 +415,7 @@ export class S3Store implements BlobStore, RequestReporter {
   }
 
   private emit(r: WireRequest): void {
+    this.heapPacer.tick();
     for (const l of this.listeners) {
       try {
         l(r);
@@ -680,13 +706,16 @@ export class S3Store implements BlobStore, RequestReporter {
       }
       throw this.translate(err, `GetObject ${key}`);
     }
-    let bytes: Uint8Array;
+    const into = range?.into && range.into.length >= range.length ? range.into : null;
+    let buf: Buffer;
     try {
-      bytes = out.Body ? await out.Body.transformToByteArray() : new Uint8Array(0);
+      if (!out.Body) buf = Buffer.alloc(0);
+      else if (into) buf = await readBodyInto(out.Body as unknown as AsyncIterable<Uint8Array> & { destroy?(): void }, into, range!.length, key);
+      else buf = toBuffer(await out.Body.transformToByteArray());
     } catch (err) {
+      if (err instanceof S3StoreError) throw err;
       throw this.translate(err, `GetObject ${key} (reading the body)`);
     }
-    const buf = toBuffer(bytes);
     if (range) {
       if (buf.length !== range.length) {
         const total = Number(/\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? range.offset + buf.length);

@@ -64,9 +64,16 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
         assert.deepEqual(await s.get('r/obj', { offset: 1234, length: 5000 }), data.subarray(1234, 6234));
         assert.deepEqual(await s.get('r/obj', { offset: 9000, length: 1000 }), data.subarray(9000));
         await assert.rejects(s.get('r/obj', { offset: 9000, length: 1001 }));
-        // the same with a buffer to read into (the local directory uses it; S3 ignores it)
+        // the same with a buffer to read into: a store that reads into it (capabilities.readsInto)
+        // returns a view of it, at its start; one that does not returns a buffer of its own
         const into = new Uint8Array(new SharedArrayBuffer(8192));
-        assert.deepEqual(Buffer.from(await s.get('r/obj', { offset: 1234, length: 5000, into })), data.subarray(1234, 6234));
+        const got = await s.get('r/obj', { offset: 1234, length: 5000, into });
+        assert.deepEqual(Buffer.from(got), data.subarray(1234, 6234));
+        if (s.capabilities.readsInto) {
+          assert.equal(got.buffer, into.buffer, 'a readsInto store returns a view of the buffer it was given');
+          assert.equal(got.byteOffset, into.byteOffset);
+          assert.deepEqual(Buffer.from(into.subarray(0, 5000)), data.subarray(1234, 6234));
+        }
         await assert.rejects(s.get('r/obj', { offset: 9000, length: 1001, into }), /past the end/);
         await assert.rejects(s.get('r/obj', { offset: 20_000, length: 1, into }), /past the end/);
       }),

@@ -51,6 +51,39 @@ export class GcPacer {
   }
 }
 
+/**
+ * Bounds garbage that lives long enough to be promoted to the old generation, which V8
+ * lets grow by tens of MB before its first full collection. An S3 request's SDK objects
+ * (middleware stack, headers, parsers: about 40 KB) live as long as the request, longer
+ * than the main thread's small young generation keeps them: a restore's 460 GETs grew the
+ * heap from 15 to 32 MB (peak RSS 160-171 MB). Every `every` events the pacer looks at the
+ * heap, and when it has grown by `grow` bytes since the last full collection it runs one
+ * (about 10-15 ms; two or three in such a restore: peak RSS 148-153 MB, no change in time).
+ */
+export class HeapGrowthPacer {
+  private events = 0;
+  private base = v8.getHeapStatistics().used_heap_size;
+  private readonly gc = collector();
+
+  constructor(
+    private readonly every = 16,
+    private readonly grow = 6 << 20,
+  ) {}
+
+  /** Counts one event (a request); collects when the heap has grown by `grow` since the last collection. */
+  tick(): void {
+    if (++this.events < this.every || !this.gc) return;
+    this.events = 0;
+    const used = v8.getHeapStatistics().used_heap_size;
+    if (used - this.base < this.grow) {
+      this.base = Math.min(this.base, used); // V8 collected by itself
+      return;
+    }
+    this.gc();
+    this.base = v8.getHeapStatistics().used_heap_size;
+  }
+}
+
 let smallYoungGeneration = false;
 
 /**
