@@ -18,6 +18,8 @@ export class BlobCodec {
   private readonly v1: Sealer;
   private readonly v2: SaltedSealer;
   private scratch = Buffer.alloc(0);
+  /** Where blobs are opened (decrypted) before they are decompressed. */
+  private opened = Buffer.alloc(0);
 
   constructor(
     encryptionKey: Buffer | null,
@@ -52,9 +54,15 @@ export class BlobCodec {
     return this.writeSeal === 2 ? this.v2.sealInto(x, AD.blob(type, id), dst, at) : this.v1.sealInto(x, dst, at);
   }
 
-  /** Returns the plaintext; throws IntegrityError when it does not open or does not hash to `id`. */
+  /**
+   * Returns the plaintext; throws IntegrityError when it does not open or does not hash
+   * to `id`. The blob is opened into a reused buffer (no buffer per blob); a plaintext
+   * still in it (a raw blob, when the compression has no target) is copied out, so what
+   * is returned is never overwritten by the next decode.
+   */
   decode(stored: Uint8Array, id: Uint8Array, what: string, type: BlobType, seal: SealFormat): Buffer {
-    const opened = seal === 2 ? this.v2.open(stored, AD.blob(type, id), what) : this.v1.open(stored, what);
+    if (this.opened.length < stored.length) this.opened = Buffer.allocUnsafeSlow(Math.max(stored.length, 128 * 1024));
+    const opened = seal === 2 ? this.v2.openInto(stored, AD.blob(type, id), what, this.opened) : this.v1.openInto(stored, what, this.opened);
     if (opened.length < 1) throw new IntegrityError(`${what}: empty blob`);
     let plain: Uint8Array;
     try {
@@ -62,6 +70,7 @@ export class BlobCodec {
     } catch (err) {
       throw new IntegrityError(`${what}: cannot decompress (${(err as Error).message})`);
     }
+    if (plain.buffer === this.opened.buffer) plain = Buffer.from(plain);
     const actual = this.hasher.hash(plain);
     if (!actual.equals(Buffer.from(id))) {
       throw new IntegrityError(`${what}: content does not match its id ${Buffer.from(id).toString('hex')}`);

@@ -1,4 +1,5 @@
-import { CipherGCM, createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { gcm } from './gcm.js';
 import { IntegrityError } from './errors.js';
 
 /**
@@ -39,33 +40,27 @@ function asBuffer(b: Uint8Array): Buffer {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 }
 
-function gcmOpen(key: Buffer, nonce: Buffer, body: Buffer, tag: Buffer, ad: Uint8Array | null, what: string): Buffer {
-  const d = createDecipheriv('aes-256-gcm', key, nonce);
-  if (ad) d.setAAD(ad);
-  d.setAuthTag(tag);
-  try {
-    // GCM's final() returns no bytes: the plaintext is update()'s buffer (no second
-    // buffer and copy per blob), handed out only after final() checked the tag
-    const plain = d.update(body);
-    const rest = d.final();
-    return rest.length ? Buffer.concat([plain, rest]) : plain;
-  } catch {
+/** Opens nonce || body || tag into `dst` at 0; returns the view of the plaintext there. */
+function gcmOpenInto(key: Buffer, nonce: Buffer, body: Buffer, tag: Buffer, ad: Uint8Array | null, what: string, dst: Buffer): Buffer {
+  if (!gcm().openInto(key, nonce, ad, body, tag, dst, 0)) {
     throw new IntegrityError(`${what}: authentication failed (the bytes were changed, belong to another key, or were moved from another object)`);
   }
+  return dst.subarray(0, body.length);
 }
 
-/** Writes head parts, the ciphertext, the cipher's final bytes and its tag into `dst` at `at`; returns the length written. */
-function writeSealed(dst: Buffer, at: number, head: Buffer[], body: Buffer, c: CipherGCM): number {
-  const fin = c.final();
-  const tag = c.getAuthTag();
-  const total = head.reduce((t, h) => t + h.length, 0) + body.length + fin.length + tag.length;
+/** Writes `head` then seals `x` after it (ciphertext and tag) into `dst` at `at`; returns the length written. */
+function sealAfter(head: Buffer[], key: Buffer, nonce: Buffer, ad: Uint8Array | null, x: Uint8Array, dst: Buffer, at: number): number {
+  const headLength = head.reduce((t, h) => t + h.length, 0);
+  const total = headLength + x.length + TAG_BYTES;
   if (at + total > dst.length) throw new Error(`sealed object of ${total} bytes does not fit at ${at} of ${dst.length}`);
   let o = at;
   for (const h of head) o += h.copy(dst, o);
-  o += body.copy(dst, o);
-  o += fin.copy(dst, o);
-  o += tag.copy(dst, o);
-  return o - at;
+  return headLength + gcm().sealInto(key, nonce, ad, x, dst, o);
+}
+
+/** A buffer for a plaintext of `n` bytes: `into` when it is large enough, else a new one. */
+function room(n: number, into?: Buffer): Buffer {
+  return into && into.length >= n ? into : Buffer.allocUnsafe(n);
 }
 
 /** Seal format 1 (version 1 repositories, and v1 objects kept by migrated ones). */
@@ -101,16 +96,20 @@ export class Sealer implements ObjectSealer {
       return x.length;
     }
     const nonce = randomBytes(NONCE_BYTES);
-    const c = createCipheriv('aes-256-gcm', this.key, nonce);
-    return writeSealed(dst, at, [nonce], c.update(x), c);
+    return sealAfter([nonce], this.key, nonce, null, x, dst, at);
   }
 
   open(sealed: Uint8Array, adOrWhat: Uint8Array | string, what?: string): Buffer {
-    const label = typeof adOrWhat === 'string' ? adOrWhat : (what ?? 'object');
+    return this.openInto(sealed, typeof adOrWhat === 'string' ? adOrWhat : (what ?? 'object'));
+  }
+
+  /** As open, the plaintext written into `into` when it is large enough (the view of it returned), else into a new buffer. */
+  openInto(sealed: Uint8Array, what: string, into?: Buffer): Buffer {
     if (!this.key) return asBuffer(sealed);
-    if (sealed.length < SEAL_OVERHEAD) throw new IntegrityError(`${label}: too short to be a sealed object`);
+    if (sealed.length < SEAL_OVERHEAD) throw new IntegrityError(`${what}: too short to be a sealed object`);
     const buf = asBuffer(sealed);
-    return gcmOpen(this.key, buf.subarray(0, NONCE_BYTES), buf.subarray(NONCE_BYTES, buf.length - TAG_BYTES), buf.subarray(buf.length - TAG_BYTES), null, label);
+    const body = buf.subarray(NONCE_BYTES, buf.length - TAG_BYTES);
+    return gcmOpenInto(this.key, buf.subarray(0, NONCE_BYTES), body, buf.subarray(buf.length - TAG_BYTES), null, what, room(body.length, into));
   }
 }
 
@@ -162,9 +161,7 @@ export class SaltedSealer implements ObjectSealer {
       return x.length;
     }
     const { subkey, salt, nonce } = this.nextNonce(this.key);
-    const c = createCipheriv('aes-256-gcm', subkey, nonce);
-    c.setAAD(ad);
-    return writeSealed(dst, at, [salt, nonce], c.update(x), c);
+    return sealAfter([salt, nonce], subkey, nonce, ad, x, dst, at);
   }
 
   seal(parts: Uint8Array[], ad: Uint8Array): Buffer {
@@ -179,6 +176,11 @@ export class SaltedSealer implements ObjectSealer {
   }
 
   open(sealed: Uint8Array, ad: Uint8Array, what: string): Buffer {
+    return this.openInto(sealed, ad, what);
+  }
+
+  /** As open, the plaintext written into `into` when it is large enough (the view of it returned), else into a new buffer. */
+  openInto(sealed: Uint8Array, ad: Uint8Array, what: string, into?: Buffer): Buffer {
     if (!this.key) return asBuffer(sealed);
     if (sealed.length < SEAL2_OVERHEAD) throw new IntegrityError(`${what}: too short to be a sealed object`);
     const buf = asBuffer(sealed);
@@ -191,6 +193,7 @@ export class SaltedSealer implements ObjectSealer {
       this.openKeys.set(k, subkey);
     }
     const nonce = buf.subarray(SALT_BYTES, SALT_BYTES + NONCE_BYTES);
-    return gcmOpen(subkey, nonce, buf.subarray(SALT_BYTES + NONCE_BYTES, buf.length - TAG_BYTES), buf.subarray(buf.length - TAG_BYTES), ad, what);
+    const body = buf.subarray(SALT_BYTES + NONCE_BYTES, buf.length - TAG_BYTES);
+    return gcmOpenInto(subkey, nonce, body, buf.subarray(buf.length - TAG_BYTES), ad, what, room(body.length, into));
   }
 }
