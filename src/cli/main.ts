@@ -31,12 +31,14 @@ export async function buildProgram(): Promise<Command> {
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (env AWS_ENDPOINT_URL_S3)')
     .option('--storage-class <class>', 'S3 storage class for data packs (STANDARD_IA, GLACIER_IR, ...)')
     .option('--cache-dir <dir>', 'local cache directory (env PILOTLIGHT_CACHE_DIR)')
+    .option('--spool-dir <dir>', 'S3: where data packs are spooled before upload (env PILOTLIGHT_SPOOL_DIR; default the temporary directory)')
     .option('--json', 'print one JSON document on stdout')
     .showHelpAfterError()
     .exitOverride();
   program.hook('preAction', (_this, action) => {
-    const g = action.optsWithGlobals() as { cacheDir?: string };
+    const g = action.optsWithGlobals() as { cacheDir?: string; spoolDir?: string };
     if (g.cacheDir) process.env.PILOTLIGHT_CACHE_DIR = g.cacheDir;
+    if (g.spoolDir) process.env.PILOTLIGHT_SPOOL_DIR = g.spoolDir;
   });
   registerInit(program);
   const backup = program.command('backup').description('take a snapshot of a VM');

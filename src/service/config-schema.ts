@@ -43,6 +43,8 @@ const repository = z
     s3Endpoint: z.string().url().optional(),
     storageClass: z.string().optional(),
     cacheDir: z.string().optional(),
+    /** S3: directory of the spool files of data packs (default $PILOTLIGHT_SPOOL_DIR, else the temporary directory). */
+    spoolDir: z.string().min(1).optional(),
   })
   .refine((r) => !(r.password && r.passwordFile), { error: 'give passwordFile or password, not both', path: ['password'] });
 

@@ -154,7 +154,7 @@ export class ProtectionService {
 
   private async openRepository(name: string, rc: RepositoryConfig): Promise<Repository> {
     const password = rc.password ? await resolveSecret(rc.password, `repositories.${name}.password`) : undefined;
-    const store = await openStore(rc.location, { s3Endpoint: rc.s3Endpoint, storageClass: rc.storageClass });
+    const store = await openStore(rc.location, { s3Endpoint: rc.s3Endpoint, storageClass: rc.storageClass, ...(rc.spoolDir ? { s3: { spoolDir: rc.spoolDir } } : {}) });
     try {
       const repo = await Repository.open(store, { password, passwordFile: rc.passwordFile }, rc.cacheDir ?? this.opts.cacheDir);
       this.log.info({ repository: name, location: repo.location }, 'repository open');

@@ -1,4 +1,6 @@
+import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { UserError } from '../repo/errors.js';
 import { FsStore } from './fs-store.js';
 import { MeteredStore } from './metered-store.js';
 import { RetryOptions, RetryingStore } from './retrying-store.js';
@@ -86,6 +88,8 @@ export async function openStore(location: string, options: OpenStoreOptions = {}
   }
   const region = process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || (endpoint ? 'us-east-1' : undefined);
   const concurrency = Math.max(1, options.concurrency ?? 4);
+  const spoolDir = options.s3?.spoolDir ?? (process.env.PILOTLIGHT_SPOOL_DIR || undefined);
+  if (spoolDir) await checkSpoolDir(spoolDir);
   // loaded on use, so local repositories do not pay the AWS SDK's start-up time and memory
   const { S3Store, S3StoreError } = await import('./s3-store.js');
   const s3 = new S3Store({
@@ -97,6 +101,7 @@ export async function openStore(location: string, options: OpenStoreOptions = {}
     storageClass: options.storageClass,
     partConcurrency: concurrency,
     maxSockets: Math.max(64, concurrency * 8),
+    ...(spoolDir ? { spoolDir } : {}),
     ...options.s3,
   });
   let meter: MeteredStore | undefined;
@@ -119,4 +124,13 @@ export async function openStore(location: string, options: OpenStoreOptions = {}
     throw s3.translate(err, `opening ${s3.location}`);
   }
   return meter;
+}
+
+/** A spool directory that is not a writable directory is refused at open, before a backup reads anything. */
+async function checkSpoolDir(dir: string): Promise<void> {
+  const st = await fsp.stat(dir).catch(() => null);
+  if (!st?.isDirectory()) throw new UserError(`spool directory ${dir} is not a directory (--spool-dir, PILOTLIGHT_SPOOL_DIR or spoolDir)`);
+  await fsp.access(dir, fsConstants.W_OK | fsConstants.X_OK).catch(() => {
+    throw new UserError(`spool directory ${dir} is not writable (--spool-dir, PILOTLIGHT_SPOOL_DIR or spoolDir)`);
+  });
 }

@@ -87,7 +87,7 @@ export interface S3StoreOptions {
   idleTimeoutMs?: number;
   /** Milliseconds one request may take in total. Default 15 min. */
   requestTimeoutMs?: number;
-  /** Directory of the spool files of puts in pieces (openAppend). Default: the system's temporary directory. */
+  /** Directory of the spool files of puts in pieces (openAppend). Default: $PILOTLIGHT_SPOOL_DIR, else the system's temporary directory. */
   spoolDir?: string;
 }
 
@@ -259,7 +259,7 @@ export class S3Store implements BlobStore, RequestReporter {
     this.multipartThreshold = options.multipartThreshold ?? 32 * MiB;
     this.partSize = Math.max(MIN_PART, options.partSize ?? 16 * MiB);
     this.partConcurrency = Math.max(1, options.partConcurrency ?? 4);
-    this.spoolDir = options.spoolDir ?? os.tmpdir();
+    this.spoolDir = options.spoolDir ?? (process.env.PILOTLIGHT_SPOOL_DIR || os.tmpdir());
     this.endpointText = options.endpoint ?? (options.client ? 'the S3 endpoint' : `AWS S3${options.region ? ` (${options.region})` : ''}`);
     if (options.client) {
       this.client = options.client;

@@ -51,3 +51,31 @@ it('S3 spool: a writer killed (SIGKILL) mid-spool leaves a 0600 file that the ne
     await fsp.rm(spoolDir, { recursive: true, force: true });
   }
 });
+
+it('S3 spool directory: PILOTLIGHT_SPOOL_DIR names it; openStore refuses one that is not a directory, before any request', async () => {
+  const spoolDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pl-spool-env-'));
+  const saved = process.env.PILOTLIGHT_SPOOL_DIR;
+  try {
+    process.env.PILOTLIGHT_SPOOL_DIR = spoolDir;
+    const { spoolDir: _none, ...noSpoolDir } = settings(spoolDir);
+    const store = new S3Store(noSpoolDir);
+    const a = await store.openAppend('data/');
+    await a.append([Buffer.from('abc')]);
+    assert.deepEqual((await fsp.readdir(spoolDir)).length, 1, 'the spool file is in the directory the environment names');
+    await a.abort();
+    await store.close();
+
+    const { openStore } = await import('../../src/store/open-store.js');
+    const file = path.join(spoolDir, 'a-file');
+    await fsp.writeFile(file, '');
+    for (const bad of [file, path.join(spoolDir, 'missing')]) {
+      process.env.PILOTLIGHT_SPOOL_DIR = bad;
+      // the endpoint is never contacted: the directory is checked first
+      await assert.rejects(openStore('s3://spool-test/p', { s3Endpoint: 'http://127.0.0.1:9' }), new RegExp(`spool directory ${bad} is not a directory`));
+    }
+  } finally {
+    if (saved === undefined) delete process.env.PILOTLIGHT_SPOOL_DIR;
+    else process.env.PILOTLIGHT_SPOOL_DIR = saved;
+    await fsp.rm(spoolDir, { recursive: true, force: true });
+  }
+});
