@@ -317,23 +317,32 @@ class AppendedPack implements FillingPack {
     private readonly hash: HashStream,
   ) {}
 
+  /**
+   * Stages a blob. A blob that follows the previous one in memory (a batch's blobs are
+   * encoded one after the other into its buffer) extends it, so that the pack's hash and
+   * the write see one range per batch: hashing 25 KB pieces ran at a third of the speed of
+   * 1.6 MB ones, 140 ms of a first backup's main thread.
+   */
   append(type: BlobType, id: Buffer, stored: Uint8Array, rawLength: number): void {
-    this.staged.push(stored);
-    this.hash.update(stored);
+    const last = this.staged[this.staged.length - 1];
+    if (last && last.buffer === stored.buffer && last.byteOffset + last.byteLength === stored.byteOffset) {
+      this.staged[this.staged.length - 1] = new Uint8Array(last.buffer, last.byteOffset, last.byteLength + stored.byteLength);
+    } else this.staged.push(stored);
     this.entries.push({ type, id, offset: this.size, length: stored.length, rawLength });
     this.size += stored.length;
   }
 
+  /** Hashes and writes what is staged, in order (before the caller may reuse its memory). */
   async flush(): Promise<void> {
     if (this.staged.length === 0) return;
     const parts = this.staged;
     this.staged = [];
+    for (const part of parts) this.hash.update(part);
     await this.put.append(parts);
   }
 
   async close(trailer: Buffer): Promise<ClosedPack> {
     this.staged.push(trailer);
-    this.hash.update(trailer);
     try {
       await this.flush();
     } catch (err) {
