@@ -6,6 +6,20 @@ import { Level } from 'level';
 export type ScratchTable = import('abstract-level').AbstractSublevel<Level<Buffer, Buffer>, string | Buffer | Uint8Array, Buffer, Buffer>;
 
 /**
+ * The value of a set member: one byte, never an empty buffer. classic-level 3.0.0 copies
+ * every key and value of a put or batch into a `new char[size]` and frees it only when
+ * the size is not 0 (binding.cc: ToSlice / DisposeSliceBuffer), so each empty value
+ * leaks one minimal malloc chunk: 32 bytes per member (measured: 1 M empty puts, 31 MiB
+ * more in use). Readers test membership with `get(key) !== undefined` or list keys.
+ */
+export const PRESENT: Buffer = Buffer.from([1]);
+
+/** A value as it may be stored: an empty one becomes PRESENT (see there). */
+export function storable(value: Buffer): Buffer {
+  return value.length === 0 ? PRESENT : value;
+}
+
+/**
  * A throw-away LevelDB database in a temporary directory: the sets and maps a
  * whole-repository pass needs (every pack, every index entry, every damaged id), kept
  * on disk so that memory stays bounded whatever the repository size. Removed on close.
@@ -42,7 +56,7 @@ export class BatchWriter {
   ) {}
 
   async put(key: Buffer, value: Buffer): Promise<void> {
-    this.ops.push({ key, value });
+    this.ops.push({ key, value: storable(value) });
     if (this.ops.length >= this.size) await this.flush();
   }
 

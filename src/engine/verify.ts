@@ -9,7 +9,7 @@ import { Repository } from '../repo/repository.js';
 import { ManifestReader, chunkCount, levelSizes } from '../snapshot/manifest.js';
 import { SnapshotCatalog, SnapshotRecord } from '../snapshot/snapshot-record.js';
 import { ListedPack, listPacks, listedPacks, packKey, readTrailer, trailerOf } from './pack-scan.js';
-import { BatchWriter, ScratchDb, ScratchTable } from './scratch-db.js';
+import { BatchWriter, PRESENT, ScratchDb, ScratchTable } from './scratch-db.js';
 import { decodeRecord, encodeRecord, loadVerifiedLog, mergeRecord, writeVerifiedLog } from './verified-log.js';
 import { WorkerPool } from './worker-pool.js';
 
@@ -393,7 +393,7 @@ async function selectPacks(
     }
     if (subset.kind === 'slice' && !inSlice(pack.id, subset.n, subset.m)) continue;
     count++;
-    await w.put(order ? Buffer.concat([Buffer.from('r'), createHash('sha256').update(order).update(key).digest().subarray(0, 8), key]) : key, Buffer.alloc(0));
+    await w.put(order ? Buffer.concat([Buffer.from('r'), createHash('sha256').update(order).update(key).digest().subarray(0, 8), key]) : key, PRESENT);
   }
   await w.flush();
   if (subset.kind !== 'percent') return count;
@@ -403,7 +403,7 @@ async function selectPacks(
   const ops: { type: 'put' | 'del'; key: Buffer; value?: Buffer }[] = [];
   for await (const key of candidates.keys({ gte: Buffer.from('r'), lt: Buffer.from('s') })) {
     ops.push({ type: 'del', key });
-    if (i++ < k) ops.push({ type: 'put', key: Buffer.from(key.subarray(9)), value: Buffer.alloc(0) });
+    if (i++ < k) ops.push({ type: 'put', key: Buffer.from(key.subarray(9)), value: PRESENT });
     if (ops.length >= 4096) await candidates.batch(ops.splice(0) as never);
   }
   if (ops.length) await candidates.batch(ops as never);
@@ -591,7 +591,7 @@ async function checkSnapshot(
           if (nbad <= 3) why.push(`disk ${d.name}: chunk ${hex} is damaged: ${bad[j]!.toString()}`);
         }
       });
-      if (nbad === 0) await goodPages.put(Buffer.from(leafId), Buffer.alloc(0));
+      if (nbad === 0) await goodPages.put(Buffer.from(leafId), PRESENT);
       else if (nbad > 3) why.push(`disk ${d.name}: ${nbad - 3} more bad chunk(s) in page ${p}`);
     }
   }

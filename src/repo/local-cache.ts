@@ -172,7 +172,7 @@ export class LocalCache {
       const appliedDone = (await this.meta.get(doneKey)) !== undefined;
       if (e.end && appliedDone) continue;
       if (e.end && fresh) {
-        await this.meta.put(doneKey, Buffer.alloc(0));
+        await this.meta.put(doneKey, Buffer.from([1])); // one byte: classic-level leaks empty values (scratch-db.ts: PRESENT)
         continue;
       }
       const done = await readDone(store, sealer, e.epoch);
@@ -181,7 +181,7 @@ export class LocalCache {
       if (!e.end) for (const n of retired) superseded.add(n);
       if (!appliedDone) {
         await this.db.batch(retired.map((n) => ({ type: 'del' as const, key: Buffer.from(n), sublevel: this.files })) as never);
-        await this.meta.put(doneKey, Buffer.alloc(0));
+        await this.meta.put(doneKey, Buffer.from([1])); // one byte: classic-level leaks empty values (scratch-db.ts: PRESENT)
       }
     }
     return superseded;

@@ -2,17 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Level } from 'level';
+import { storable } from '../scratch-db.js';
 
 export type Sub = import('abstract-level').AbstractSublevel<Level<Buffer, Buffer>, string | Buffer | Uint8Array, Buffer, Buffer>;
 
-/**
- * The value stored for a member of a set (marks, filePacks, protectedPacks): one
- * byte, never an empty buffer. classic-level 3.0.0 copies every key and value of a
- * put or batch into a `new char[size]` and frees it only when the size is not 0
- * (binding.cc: ToSlice / DisposeSliceBuffer), so each empty value leaks one minimal
- * malloc chunk: 32 bytes per mark (measured: 1 M empty puts, 31 MiB more in use).
- */
-export const PRESENT: Buffer = Buffer.from([1]);
+export { PRESENT } from '../scratch-db.js';
 
 /**
  * LevelDB options of the workspace, chosen so that its memory does not grow with the
@@ -97,8 +91,7 @@ export class BatchWriter {
   ) {}
 
   async put(sublevel: Sub, key: Buffer, value: Buffer): Promise<void> {
-    // an empty value would leak in classic-level (see PRESENT)
-    this.ops.push({ type: 'put', key, value: value.length === 0 ? PRESENT : value, sublevel });
+    this.ops.push({ type: 'put', key, value: storable(value), sublevel }); // never an empty value (scratch-db.ts: PRESENT)
     if (this.ops.length >= this.limit) await this.flush();
   }
 
