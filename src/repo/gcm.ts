@@ -36,6 +36,7 @@ const EVP_CTRL_GCM_SET_TAG = 0x11;
 function check(key: Uint8Array, nonce: Uint8Array, n: number, dst: Uint8Array, at: number, extra: number): void {
   if (key.length !== KEY_BYTES) throw new Error(`AES-256-GCM key must be ${KEY_BYTES} bytes`);
   if (nonce.length !== NONCE_BYTES) throw new Error(`AES-256-GCM nonce must be ${NONCE_BYTES} bytes`);
+  if (n > 0x7fffffff) throw new Error(`AES-256-GCM: ${n} bytes is more than one call takes`);
   if (!Number.isInteger(at) || at < 0 || at + n + extra > dst.length) {
     throw new Error(`${n + extra} bytes do not fit at ${at} of a ${dst.length}-byte buffer`);
   }
@@ -75,8 +76,9 @@ class NodeGcm implements Gcm {
 
 type Ptr = unknown;
 interface Evp {
-  ctx: Ptr;
   cipher: Ptr;
+  ctxNew(): Ptr;
+  ctxFree(ctx: Ptr): void;
   encryptInit(ctx: Ptr, cipher: Ptr, impl: null, key: Uint8Array | null, iv: Uint8Array | null): number;
   encryptUpdate(ctx: Ptr, out: Uint8Array | null, outl: Int32Array, input: Uint8Array, inl: number): number;
   encryptFinal(ctx: Ptr, out: Uint8Array, outl: Int32Array): number;
@@ -92,11 +94,11 @@ function loadEvp(): Evp | null {
     const koffi = createRequire(import.meta.url)('koffi') as { load(path: null): { func(sig: string): (...args: unknown[]) => unknown } };
     const lib = koffi.load(null);
     const f = (sig: string) => lib.func(sig);
-    const ctxNew = f('void *EVP_CIPHER_CTX_new()');
     const aes256gcm = f('const void *EVP_aes_256_gcm()');
     const evp = {
-      ctx: ctxNew(),
       cipher: aes256gcm(),
+      ctxNew: f('void *EVP_CIPHER_CTX_new()'),
+      ctxFree: f('void EVP_CIPHER_CTX_free(void *ctx)'),
       encryptInit: f('int EVP_EncryptInit_ex(void *ctx, const void *cipher, void *impl, const uint8_t *key, const uint8_t *iv)'),
       encryptUpdate: f('int EVP_EncryptUpdate(void *ctx, uint8_t *out, int32_t *outl, const uint8_t *in, int inl)'),
       encryptFinal: f('int EVP_EncryptFinal_ex(void *ctx, uint8_t *out, int32_t *outl)'),
@@ -106,7 +108,7 @@ function loadEvp(): Evp | null {
       ctrl: f('int EVP_CIPHER_CTX_ctrl(void *ctx, int type, int arg, uint8_t *ptr)'),
       clearErrors: f('void ERR_clear_error()'),
     } as Evp;
-    if (!evp.ctx || !evp.cipher) return null;
+    if (!evp.cipher) return null;
     return evp;
   } catch {
     return null;
@@ -121,6 +123,16 @@ class OpensslGcm implements Gcm {
 
   constructor(private readonly evp: Evp) {}
 
+  /**
+   * A context per call, freed before it returns: nothing of OpenSSL's outlives a call,
+   * so worker threads that come and go (a service's jobs) leave nothing behind.
+   */
+  private context(): Ptr {
+    const ctx = this.evp.ctxNew();
+    if (!ctx) this.fail('CIPHER_CTX_new');
+    return ctx;
+  }
+
   /** A failed call leaves entries in this thread's OpenSSL error queue, which Node's own crypto calls share: cleared. */
   private fail(step: string): never {
     this.evp.clearErrors();
@@ -130,34 +142,39 @@ class OpensslGcm implements Gcm {
   sealInto(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array | null, x: Uint8Array, dst: Uint8Array, at: number): number {
     check(key, nonce, x.length, dst, at, GCM_TAG_BYTES);
     const { evp, outl } = this;
-    if (evp.encryptInit(evp.ctx, evp.cipher, null, key, nonce) !== 1) this.fail('EncryptInit');
-    if (ad && ad.length && evp.encryptUpdate(evp.ctx, null, outl, ad, ad.length) !== 1) this.fail('EncryptUpdate (associated data)');
-    let n = 0;
-    if (x.length) {
-      if (evp.encryptUpdate(evp.ctx, dst.subarray(at, at + x.length), outl, x, x.length) !== 1 || outl[0] !== x.length) this.fail('EncryptUpdate');
-      n = x.length;
+    const ctx = this.context();
+    try {
+      if (evp.encryptInit(ctx, evp.cipher, null, key, nonce) !== 1) this.fail('EncryptInit');
+      if (ad && ad.length && evp.encryptUpdate(ctx, null, outl, ad, ad.length) !== 1) this.fail('EncryptUpdate (associated data)');
+      if (x.length && (evp.encryptUpdate(ctx, dst.subarray(at, at + x.length), outl, x, x.length) !== 1 || outl[0] !== x.length)) this.fail('EncryptUpdate');
+      if (evp.encryptFinal(ctx, this.finalOut, outl) !== 1 || outl[0] !== 0) this.fail('EncryptFinal');
+      if (evp.ctrl(ctx, EVP_CTRL_GCM_GET_TAG, GCM_TAG_BYTES, dst.subarray(at + x.length, at + x.length + GCM_TAG_BYTES)) !== 1) this.fail('GET_TAG');
+    } finally {
+      evp.ctxFree(ctx);
     }
-    if (evp.encryptFinal(evp.ctx, this.finalOut, outl) !== 1 || outl[0] !== 0) this.fail('EncryptFinal');
-    const tag = dst.subarray(at + n, at + n + GCM_TAG_BYTES);
-    if (evp.ctrl(evp.ctx, EVP_CTRL_GCM_GET_TAG, GCM_TAG_BYTES, tag) !== 1) this.fail('GET_TAG');
-    return n + GCM_TAG_BYTES;
+    return x.length + GCM_TAG_BYTES;
   }
 
   openInto(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array | null, body: Uint8Array, tag: Uint8Array, dst: Uint8Array, at: number): boolean {
     check(key, nonce, body.length, dst, at, 0);
     if (tag.length !== GCM_TAG_BYTES) return false;
     const { evp, outl } = this;
-    if (evp.decryptInit(evp.ctx, evp.cipher, null, key, nonce) !== 1) this.fail('DecryptInit');
-    if (ad && ad.length && evp.decryptUpdate(evp.ctx, null, outl, ad, ad.length) !== 1) this.fail('DecryptUpdate (associated data)');
-    if (body.length && (evp.decryptUpdate(evp.ctx, dst.subarray(at, at + body.length), outl, body, body.length) !== 1 || outl[0] !== body.length)) {
-      this.fail('DecryptUpdate');
+    const ctx = this.context();
+    try {
+      if (evp.decryptInit(ctx, evp.cipher, null, key, nonce) !== 1) this.fail('DecryptInit');
+      if (ad && ad.length && evp.decryptUpdate(ctx, null, outl, ad, ad.length) !== 1) this.fail('DecryptUpdate (associated data)');
+      if (body.length && (evp.decryptUpdate(ctx, dst.subarray(at, at + body.length), outl, body, body.length) !== 1 || outl[0] !== body.length)) {
+        this.fail('DecryptUpdate');
+      }
+      // SET_TAG only reads the tag (ctrl's pointer is not const in OpenSSL's signature)
+      if (evp.ctrl(ctx, EVP_CTRL_GCM_SET_TAG, GCM_TAG_BYTES, tag) !== 1) this.fail('SET_TAG');
+      // DecryptFinal returns 1 only when the tag matches
+      if (evp.decryptFinal(ctx, this.finalOut, outl) === 1) return true;
+      evp.clearErrors();
+      return false;
+    } finally {
+      evp.ctxFree(ctx);
     }
-    // SET_TAG only reads the tag (ctrl's pointer is not const in OpenSSL's signature)
-    if (evp.ctrl(evp.ctx, EVP_CTRL_GCM_SET_TAG, GCM_TAG_BYTES, tag) !== 1) this.fail('SET_TAG');
-    // DecryptFinal returns 1 only when the tag matches
-    if (evp.decryptFinal(evp.ctx, this.finalOut, outl) === 1) return true;
-    evp.clearErrors();
-    return false;
   }
 }
 
