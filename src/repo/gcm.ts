@@ -178,14 +178,18 @@ class OpensslGcm implements Gcm {
   }
 }
 
-let instance: Gcm | undefined;
+const nodeGcm = new NodeGcm();
+let preferred: Gcm | undefined;
 
-/** This thread's AES-256-GCM (one OpenSSL context per thread: worker threads load their own). */
+/**
+ * This thread's AES-256-GCM: OpenSSL's where it loads (each worker thread loads its own
+ * module instance), else Node's. Resolved once: sealers call it for every blob.
+ */
 export function gcm(prefer: 'openssl' | 'node' = 'openssl'): Gcm {
-  if (prefer === 'node' || process.env.PILOTLIGHT_GCM === 'node') return new NodeGcm();
-  if (!instance) {
-    const evp = loadEvp();
-    instance = evp ? new OpensslGcm(evp) : new NodeGcm();
+  if (prefer === 'node') return nodeGcm;
+  if (!preferred) {
+    const evp = process.env.PILOTLIGHT_GCM === 'node' ? null : loadEvp();
+    preferred = evp ? new OpensslGcm(evp) : nodeGcm;
   }
-  return instance;
+  return preferred;
 }

@@ -8,6 +8,9 @@ import { INDEX_PREFIX } from './format.js';
 import { EpochIntent, condemnedIds, listEpochs, readDone, readIntent, retiredIndexFiles } from './gc-epoch.js';
 import { IndexEntry, decodeIndex, decodeLocation, encodeLocation } from './index-file.js';
 
+/** The value of an epoch's `done:` mark: one byte, as classic-level leaks empty values (engine/scratch-db.ts: PRESENT). */
+const EPOCH_APPLIED = Buffer.from([1]);
+
 type Sub = import('abstract-level').AbstractSublevel<Level<Buffer, Buffer>, string | Buffer | Uint8Array, Buffer, Buffer>;
 
 /**
@@ -172,7 +175,7 @@ export class LocalCache {
       const appliedDone = (await this.meta.get(doneKey)) !== undefined;
       if (e.end && appliedDone) continue;
       if (e.end && fresh) {
-        await this.meta.put(doneKey, Buffer.from([1])); // one byte: classic-level leaks empty values (scratch-db.ts: PRESENT)
+        await this.meta.put(doneKey, EPOCH_APPLIED);
         continue;
       }
       const done = await readDone(store, sealer, e.epoch);
@@ -181,7 +184,7 @@ export class LocalCache {
       if (!e.end) for (const n of retired) superseded.add(n);
       if (!appliedDone) {
         await this.db.batch(retired.map((n) => ({ type: 'del' as const, key: Buffer.from(n), sublevel: this.files })) as never);
-        await this.meta.put(doneKey, Buffer.from([1])); // one byte: classic-level leaks empty values (scratch-db.ts: PRESENT)
+        await this.meta.put(doneKey, EPOCH_APPLIED);
       }
     }
     return superseded;

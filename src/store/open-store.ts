@@ -101,8 +101,7 @@ export async function openStore(location: string, options: OpenStoreOptions = {}
     storageClass: options.storageClass,
     partConcurrency: concurrency,
     maxSockets: Math.max(64, concurrency * 8),
-    ...(spoolDir ? { spoolDir } : {}),
-    ...options.s3,
+    ...options.s3, // the spool directory checked above: options.s3.spoolDir, else S3Store reads the same variable
   });
   let meter: MeteredStore | undefined;
   const retrying = new RetryingStore(s3, {
